@@ -1,0 +1,36 @@
+# Two entry points, both doing every set-up step on a fresh machine:
+#   make demo   - the main job: a real reproduction on scifact with the packaged model
+#   make test   - the test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SHARED_DATA := $(abspath ../shared/data/beir)
+
+# Data: the shared BEIR folder when it exists, else dive downloads BEIR's archives.
+ifneq ($(wildcard $(SHARED_DATA)),)
+export DIVE_DATA_DIR ?= $(SHARED_DATA)
+endif
+# Frozen embeddings are cached here so a second run does not re-encode.
+export DIVE_CACHE_DIR ?= $(abspath .cache/dive)
+
+.PHONY: install demo test clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first, pinned: any other spec pulls a multi-GB CUDA build.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/dive demo --out runs/demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) .cache runs

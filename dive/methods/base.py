@@ -1,0 +1,209 @@
+"""The one interface every compression method implements (scikit-learn shape).
+
+``fit(train_set) -> self``, ``transform(vectors) -> vectors``, ``save(dir)``, ``load(dir)``.
+A saved method is a folder holding ``config.json`` (method name, dive version, typed config,
+input dim, SHA-256 of the weights) and ``weights.safetensors``: loading never runs code.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar, Iterator
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from dive import __version__
+from dive.config import from_dict, to_dict
+from dive.data.sets import TrainSet, check_vectors
+from dive.errors import DiveError
+from dive.train import Batch, TrainConfig, batch_slices, train_adapter
+from dive.utils import atomic_path, sha256_file, write_json
+
+FORMAT = "dive-method/1"
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "weights.safetensors"
+TRANSFORM_BATCH = 4096
+"""Rows per forward pass in ``transform``: large enough for full-speed matmuls, small in memory."""
+
+
+def l2_normalize(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, np.finfo(np.float32).tiny)).astype(np.float32, copy=False)
+
+
+class Method(ABC):
+    """Base class of all compression methods. Subclasses set the class attributes and ``Config``."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    reference: ClassVar[str]
+    Config: ClassVar[type]
+    supervised: ClassVar[bool] = True
+
+    def __init__(self, config: Any | None = None, **overrides: Any):
+        base = config if config is not None else self.Config()
+        self.config = from_dict(self.Config, overrides, base) if overrides else base
+        self.input_dim: int | None = None
+        self.history: list[dict[str, float]] = []
+
+    @classmethod
+    def default_config(cls, dataset: str | None = None) -> Any:
+        """The paper's defaults, possibly specific to ``dataset`` (see DIVE's Table 8)."""
+        return cls.Config()
+
+    @property
+    def output_dim(self) -> int:
+        return int(self.config.dim)
+
+    @property
+    def is_fitted(self) -> bool:
+        return self.input_dim is not None
+
+    def fit(self, train_set: TrainSet) -> "Method":
+        if self.supervised and train_set.n_triplets == 0:
+            raise DiveError(f"{self.name} needs labelled query-document pairs, and the training set has none")
+        self._check_target_dim(train_set.dim)
+        self.input_dim = train_set.dim
+        self._fit(train_set)
+        return self
+
+    def transform(self, vectors: np.ndarray) -> np.ndarray:
+        """Compress ``[n, input_dim]`` vectors to ``[n, output_dim]`` unit vectors (float32)."""
+        if not self.is_fitted:
+            raise DiveError(f"{self.name}: call fit() (or load a fitted method) before transform()")
+        vectors = check_vectors(vectors, "vectors to transform", dim=self.input_dim)
+        return self._transform(vectors)
+
+    def _check_target_dim(self, input_dim: int) -> None:
+        if not 1 <= self.output_dim <= input_dim:
+            raise DiveError(f"{self.name}: target dim {self.output_dim} must be between 1 and the input dim {input_dim}")
+
+    @abstractmethod
+    def _fit(self, train_set: TrainSet) -> None: ...
+
+    @abstractmethod
+    def _transform(self, vectors: np.ndarray) -> np.ndarray: ...
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Fitted state to save (empty for stateless methods)."""
+        return {}
+
+    def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Restore the fitted state from :meth:`tensors`' output."""
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``config.json`` + ``weights.safetensors`` into ``directory``, each atomically."""
+        if not self.is_fitted:
+            raise DiveError(f"{self.name}: nothing to save, the method is not fitted")
+        directory = Path(directory)
+        tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in self.tensors().items()}
+        with atomic_path(directory / WEIGHTS_FILE) as tmp:
+            save_file(tensors, str(tmp), metadata={"format": FORMAT, "method": self.name})
+        write_json(directory / CONFIG_FILE, {
+            "format": FORMAT,
+            "dive_version": __version__,
+            "method": self.name,
+            "input_dim": self.input_dim,
+            "output_dim": self.output_dim,
+            "config": to_dict(self.config),
+            "weights_sha256": sha256_file(directory / WEIGHTS_FILE),
+        })
+        return directory
+
+    @classmethod
+    def from_saved(cls, record: dict[str, Any], tensors: dict[str, torch.Tensor]) -> "Method":
+        method = cls(from_dict(cls.Config, record["config"]))
+        method.input_dim = int(record["input_dim"])
+        method.load_tensors(tensors)
+        return method
+
+
+def read_saved(directory: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Read and verify a saved method folder: JSON config, checksum, then safetensors."""
+    directory = Path(directory)
+    config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+    if not config_path.exists():
+        raise DiveError(f"{directory}: no {CONFIG_FILE} (not a saved dive method)")
+    try:
+        record = json.loads(config_path.read_text())
+    except json.JSONDecodeError as error:
+        raise DiveError(f"{config_path}: not valid JSON ({error.msg})") from None
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        raise DiveError(f"{config_path}: not a {FORMAT} file")
+    if not weights_path.exists():
+        raise DiveError(f"{directory}: {WEIGHTS_FILE} is missing")
+    if sha256_file(weights_path) != record.get("weights_sha256"):
+        raise DiveError(f"{weights_path}: checksum does not match {CONFIG_FILE} (file altered or truncated)")
+    try:
+        tensors = load_file(str(weights_path))
+    except Exception as error:  # safetensors raises its own error types
+        raise DiveError(f"{weights_path}: not a readable safetensors file ({error})") from None
+    return record, tensors
+
+
+class TorchAdapter(Method):
+    """A method whose fitted state is one ``torch.nn.Module`` trained by :func:`dive.train.train_adapter`.
+
+    Subclasses implement :meth:`build` (the module for an input dim), :meth:`step` (the loss
+    parts of one batch) and, when the output is not simply ``module(x)``, :meth:`encode`. The
+    default batches are triplets ``(q, p, n)`` of frozen vectors with negatives re-drawn each
+    epoch; unsupervised adapters override :meth:`epoch_batches`.
+    """
+
+    module: torch.nn.Module
+
+    @property
+    def train_config(self) -> TrainConfig:
+        return self.config.train
+
+    @abstractmethod
+    def build(self, input_dim: int) -> torch.nn.Module: ...
+
+    @abstractmethod
+    def step(self, batch: Batch) -> dict[str, torch.Tensor]: ...
+
+    def encode(self, vectors: torch.Tensor) -> torch.Tensor:
+        """Inference output for a batch of frozen vectors (unit rows of ``output_dim``)."""
+        return self.module(vectors)
+
+    def epoch_batches(self, train_set: TrainSet, rng: np.random.Generator) -> Iterator[Batch]:
+        queries = torch.from_numpy(train_set.query_vectors)
+        docs = torch.from_numpy(train_set.doc_vectors)
+        triplets = torch.from_numpy(train_set.triplets(rng))
+        for rows in batch_slices(len(triplets), self.train_config.batch_size, rng):
+            chosen = triplets[torch.from_numpy(rows)]
+            yield queries[chosen[:, 0]], docs[chosen[:, 1]], docs[chosen[:, 2]]
+
+    def _fit(self, train_set: TrainSet) -> None:
+        torch.manual_seed(self.train_config.seed)
+        self.module = self.build(train_set.dim)
+        validate = None
+        if train_set.validation is not None and self.train_config.early_stopping_patience > 0:
+            from dive.evaluate import evaluate_method
+
+            validate = lambda: evaluate_method(self, train_set.validation)["ndcg@10"]  # noqa: E731
+        self.history = train_adapter(self.module, self.step, lambda rng: self.epoch_batches(train_set, rng),
+                                     self.train_config, validate, desc=f"train {self.name}")
+
+    @torch.no_grad()
+    def _transform(self, vectors: np.ndarray) -> np.ndarray:
+        self.module.eval()
+        device = next(self.module.parameters()).device
+        outputs = [self.encode(torch.from_numpy(vectors[start:start + TRANSFORM_BATCH]).to(device)).cpu()
+                   for start in range(0, len(vectors), TRANSFORM_BATCH)]
+        return torch.cat(outputs).numpy().astype(np.float32, copy=False)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return dict(self.module.state_dict())
+
+    def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.module = self.build(self.input_dim)
+        try:
+            self.module.load_state_dict(tensors)
+        except RuntimeError as error:
+            raise DiveError(f"{self.name}: saved weights do not fit the saved config ({str(error).splitlines()[0]})") from None
+        self.module.eval()

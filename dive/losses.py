@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from pytorch_metric_learning.distances import CosineSimilarity
 from pytorch_metric_learning.losses import SupConLoss, TripletMarginLoss
 from pytorch_metric_learning.reducers import MeanReducer
 
@@ -33,7 +34,7 @@ class SelfLimitingTripletLoss(torch.nn.Module):
     def __init__(self, margin: float):
         super().__init__()
         self.margin = margin
-        self.loss = TripletMarginLoss(margin=margin, reducer=MeanReducer())
+        self.loss = TripletMarginLoss(margin=margin, distance=CosineSimilarity(), reducer=MeanReducer())
 
     def forward(self, query: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
         batch = query.shape[0]
@@ -64,7 +65,7 @@ class HeadwiseNTXentLoss(torch.nn.Module):
     def __init__(self, temperature: float):
         super().__init__()
         self.temperature = temperature
-        self.loss = SupConLoss(temperature=temperature)
+        self.loss = SupConLoss(temperature=temperature, distance=CosineSimilarity())
 
     def forward(self, heads: torch.Tensor) -> torch.Tensor:
         batch, n_heads, dim = heads.shape

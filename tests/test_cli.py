@@ -1,0 +1,128 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from dive.cli import main
+from dive.encode import save_embeddings
+from helpers import synthetic_embeddings, write_beir
+
+REQUIRED_KEYS = {"dataset", "method", "dim", "protocol", "seed", "n_train_triplets", "n_test_queries", "metrics",
+                 "frozen_metrics", "retention", "train_seconds", "epochs", "config", "versions"}
+
+
+@pytest.fixture()
+def toy(tmp_path):
+    """A BEIR folder plus a matching vectors folder (no text encoding needed)."""
+    dataset = write_beir(tmp_path / "toy", n_docs=60, n_queries=40)
+    save_embeddings(synthetic_embeddings(60, 40, 16), tmp_path / "vectors")
+    return ["--dataset", str(dataset), "--vectors", str(tmp_path / "vectors")]
+
+
+def run_json(capsys, argv):
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1  # exactly one JSON object on stdout
+    return json.loads(out)
+
+
+def test_train_prints_one_json_object_with_the_documented_fields(toy, tmp_path, capsys):
+    record = run_json(capsys, ["train", *toy, "--method", "dive", "--dim", "8", "--hidden", "32", "--epochs", "3",
+                               "--batch-size", "16", "--seed", "3", "--json", "--no-progress",
+                               "--out", str(tmp_path / "run")])
+    assert REQUIRED_KEYS <= set(record)
+    assert (record["method"], record["dim"], record["protocol"], record["seed"]) == ("dive", 8, "heldout", 3)
+    assert set(record["metrics"]) == {"ndcg@10", "recall@10"}
+    assert [e["epoch"] for e in record["epochs"]] == [1, 2, 3]
+    assert {"loss", "loss_triplet", "loss_contrast", "active_ratio"} <= set(record["epochs"][0])
+    assert record["config"]["train"]["seed"] == 3 and record["config"]["hidden"] == 32
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["metrics"] == record["metrics"]
+    # the saved method evaluates to the same numbers
+    again = run_json(capsys, ["evaluate", *toy, "--load", str(tmp_path / "run" / "method"), "--json"])
+    assert again["metrics"] == pytest.approx(record["metrics"])
+
+
+def test_evaluate_frozen_needs_no_training(toy, capsys):
+    record = run_json(capsys, ["evaluate", *toy, "--method", "frozen", "--json"])
+    assert record["dim"] == 16 and record["train_seconds"] < 1
+    assert record["metrics"] == record["frozen_metrics"]
+    assert record["retention"]["ndcg@10"] == 1.0
+
+
+def test_kfold_on_a_test_only_dataset_reports_fold_means(tmp_path, capsys):
+    dataset = write_beir(tmp_path / "toy", n_docs=60, n_queries=40, splits=("test",))
+    save_embeddings(synthetic_embeddings(60, 40, 16), tmp_path / "vectors")
+    record = run_json(capsys, ["train", "--dataset", str(dataset), "--vectors", str(tmp_path / "vectors"),
+                               "--method", "truncate", "--dim", "8", "--json", "--k", "5", "--out", str(tmp_path / "r")])
+    assert len(record["folds"]) == 5 and record["n_test_queries"] == 40
+    for name in ("ndcg@10", "recall@5"):
+        assert record["metrics"][name] == pytest.approx(np.mean([f["metrics"][name] for f in record["folds"]]))
+
+
+def test_paper_protocol_is_labelled_transductive(toy, tmp_path, capsys):
+    record = run_json(capsys, ["train", *toy, "--method", "truncate", "--dim", "8", "--protocol", "paper", "--json",
+                               "--out", str(tmp_path / "r")])
+    assert "transductive" in record["protocol_label"]
+
+
+def test_config_file_and_set_flags_reach_the_method(toy, tmp_path, capsys):
+    config = tmp_path / "tuned.json"
+    config.write_text(json.dumps({"margin": 0.3, "heads": 2, "train": {"epochs": 1}}))
+    record = run_json(capsys, ["train", *toy, "--dim", "8", "--hidden", "16", "--config", str(config),
+                               "--set", "temperature=0.05", "--json", "--no-progress", "--out", str(tmp_path / "r")])
+    assert (record["config"]["margin"], record["config"]["heads"], record["config"]["temperature"]) == (0.3, 2, 0.05)
+    assert len(record["epochs"]) == 1
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--method", "magic"], "unknown method 'magic'"),
+    (["--set", "margn=0.3"], "unknown setting 'margn'"),
+    (["--dim", "64"], "target dim 64 must be between 1 and the input dim 16"),
+    (["--set", "nonsense"], "--set expects NAME=VALUE"),
+    (["--config", "/nonexistent.json"], "config file not found"),
+])
+def test_bad_requests_exit_2_with_one_line(toy, capsys, extra, message):
+    assert main(["train", *toy, "--epochs", "1", "--no-progress", *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("dive: error:") and message in err[-1]
+
+
+def test_evaluate_refuses_supervised_methods_without_a_fitted_one(toy, capsys):
+    assert main(["evaluate", *toy, "--method", "dive"]) == 2
+    assert "needs training" in capsys.readouterr().err
+
+
+def test_embed_writes_a_vectors_folder_that_train_accepts(toy, tmp_path, capsys):
+    assert main(["embed", *toy, "--out", str(tmp_path / "copy")]) == 0
+    assert sorted(p.name for p in (tmp_path / "copy").iterdir()) == ["corpus.npy", "corpus_ids.txt", "queries.npy",
+                                                                    "query_ids.txt"]
+
+
+def test_subprocess_errors_have_no_traceback_unless_debug(tmp_path):
+    env = {**os.environ, "DIVE_DATA_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "dive.cli", "evaluate", "--dataset", "no-such-set"],
+                          capture_output=True, text=True, env=env)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr and "dataset 'no-such-set' not found" in done.stderr
+    debug = subprocess.run([sys.executable, "-m", "dive.cli", "--debug", "evaluate", "--dataset", "no-such-set"],
+                           capture_output=True, text=True, env=env)
+    assert "Traceback" in debug.stderr
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["embed"], ["methods"]])
+def test_help_explains_every_command(command, capsys):
+    with pytest.raises(SystemExit) as done:
+        main([*command, "--help"])
+    assert done.value.code == 0
+    assert "usage: dive" in capsys.readouterr().out
+
+
+def test_methods_lists_each_method_with_its_paper(capsys):
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    for name in ("frozen", "truncate", "dive"):
+        assert name in out
+    assert "paper:" in out

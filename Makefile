@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/dive demo --out runs/demo
+	$(VENV)/bin/dive reproduce --preset quick --out runs/demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -23,6 +23,7 @@ EPILOG = """examples:
   dive train --dataset scifact --method dive --dim 128 --protocol heldout --seed 0 --json
   dive evaluate --dataset scifact --method frozen --json
   dive evaluate --dataset scifact --load runs/scifact-dive-128-heldout-seed0/method
+  dive reproduce --preset quick --out runs/demo
   dive methods
 
 data: --dataset NAME is looked up under --data-dir, then $DIVE_DATA_DIR, then the user cache;
@@ -107,6 +108,28 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--method", default="frozen", help="training-free method (default frozen)")
     evaluate.add_argument("--dim", type=int, default=128, help="target dimension for truncate (default 128)")
     evaluate.add_argument("--load", help="folder of a saved method (from `dive train`) to evaluate")
+
+    reproduce = commands.add_parser(
+        "reproduce", help="run a grid of cells (resumable), then write report.md and figures",
+        description="Run every (dataset, protocol, method, dim, seed) cell, appending each to DIR/results.jsonl as "
+                    "it finishes (a rerun skips finished cells), then write DIR/report.md and PNG figures.",
+        epilog="example: dive reproduce --datasets scifact,cranfield --methods all --dims 128,256,512 --seeds 3 "
+               "--protocols heldout,paper --out runs/paper")
+    reproduce.add_argument("--preset", choices=["quick", "paper"],
+                           help="quick: scifact, all methods, 128 dims, 1 seed, both protocols (make demo); "
+                                "paper: scifact+cranfield, 128/256/512, 3 seeds; explicit flags override it")
+    reproduce.add_argument("--datasets", help="comma-separated dataset names or folders")
+    reproduce.add_argument("--methods", help="comma-separated methods, or 'all' (default all)")
+    reproduce.add_argument("--dims", help="comma-separated target dims (default 128)")
+    reproduce.add_argument("--seeds", type=int, help="number of seeds, 0..N-1 (default 1)")
+    reproduce.add_argument("--protocols", help="comma-separated: heldout,paper (default both)")
+    reproduce.add_argument("--epochs", type=int, help="override every adapter's epochs (paper: 50)")
+    reproduce.add_argument("--out", required=True, help="folder for results.jsonl, report.md and figures")
+    reproduce.add_argument("--report-only", action="store_true", help="rebuild report.md and figures, run nothing")
+    reproduce.add_argument("--data-dir", help="folder holding dataset folders")
+    reproduce.add_argument("--model", help="local sentence-transformers folder (default: packaged all-MiniLM-L6-v2)")
+    reproduce.add_argument("--device", default="cpu", help="cpu or cuda")
+    reproduce.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     commands.add_parser("methods", help="list the compression methods with a summary and their paper")
     return parser
@@ -209,6 +232,45 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     _print_result(run_experiment(_spec(args, method), fitted=fitted), args.json)
 
 
+def _csv(text: str | None) -> list[str] | None:
+    return [part.strip() for part in text.split(",") if part.strip()] if text else None
+
+
+def cmd_reproduce(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from dive.encode import EncodeConfig
+    from dive.experiments import PRESETS, GridSpec, reproduce, write_report
+    from dive.methods import REGISTRY
+
+    if args.report_only:
+        print(write_report(Path(args.out)))
+        return
+    settings = dict(PRESETS[args.preset]) if args.preset else {}
+    if args.datasets:
+        settings["datasets"] = _csv(args.datasets)
+    methods = _csv(args.methods)
+    if methods and methods != ["all"]:
+        settings["methods"] = methods
+    if args.dims:
+        try:
+            settings["dims"] = [int(dim) for dim in _csv(args.dims)]
+        except ValueError:
+            raise DiveError(f"--dims expects comma-separated integers, got {args.dims!r}") from None
+    if args.seeds is not None:
+        settings["seeds"] = list(range(args.seeds))
+    if args.protocols:
+        settings["protocols"] = _csv(args.protocols)
+    train = {key: value for key, value in (("epochs", args.epochs), ("progress", False if args.no_progress else None),
+                                           ("device", args.device if args.device != "cpu" else None))
+             if value is not None}
+    overrides = {name: {"train": train} for name, cls in REGISTRY.items()
+                 if train and "train" in cls.Config.__dataclass_fields__}
+    spec = GridSpec(out=Path(args.out), overrides=overrides, data_dir=args.data_dir,
+                    encode=EncodeConfig(model=args.model, device=args.device), **settings)
+    print(reproduce(spec))
+
+
 def cmd_methods(args: argparse.Namespace) -> None:
     from dive.methods import REGISTRY
 
@@ -218,7 +280,8 @@ def cmd_methods(args: argparse.Namespace) -> None:
         print(f"{name:<{width}}  [{kind}] {cls.summary}\n{'':<{width}}  paper: {cls.reference}")
 
 
-COMMANDS = {"embed": cmd_embed, "train": cmd_train, "evaluate": cmd_evaluate, "methods": cmd_methods}
+COMMANDS = {"embed": cmd_embed, "train": cmd_train, "evaluate": cmd_evaluate, "reproduce": cmd_reproduce,
+            "methods": cmd_methods}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,5 +1,8 @@
-"""Experiments layer: single cells now; grids, reports and plots build on :func:`run_experiment`."""
+"""Experiments layer: one cell (:func:`run_experiment`), grids with resume (:func:`reproduce`),
+reports and figures."""
 
+from dive.experiments.grid import PRESETS, GridSpec, read_results, reproduce, run_grid, write_report
 from dive.experiments.run import ExperimentSpec, load_data, run_experiment
 
-__all__ = ["ExperimentSpec", "load_data", "run_experiment"]
+__all__ = ["ExperimentSpec", "GridSpec", "PRESETS", "load_data", "read_results", "reproduce", "run_experiment",
+           "run_grid", "write_report"]

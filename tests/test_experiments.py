@@ -100,3 +100,30 @@ def test_a_corrupt_line_in_the_middle_is_an_error(tmp_path):
 def test_unknown_methods_fail_before_any_work(tmp_path):
     with pytest.raises(DiveError, match="unknown method"):
         GridSpec(out=tmp_path, methods=["nope"])
+
+
+def test_tune_uses_the_validation_slice_only_and_writes_a_reusable_config(scifact_slice, tmp_path, capsys):
+    from dive.cli import main
+    from dive.experiments.tune import SEARCH_SPACE
+
+    folder, vectors = scifact_slice
+    out = tmp_path / "tuned.json"
+    assert main(["tune", "--dataset", str(folder), "--vectors", str(vectors), "--dim", "32", "--hidden", "32",
+                 "--epochs", "1", "--trials", "3", "--no-progress", "--out", str(out), "--json"]) == 0
+    settings = json.loads(out.read_text())
+    assert set(settings) == set(SEARCH_SPACE)
+    trials = json.loads(out.with_suffix(".trials.json").read_text())
+    assert len(trials["trials"]) == 3 and trials["objective"] == "validation nDCG@10"
+    assert trials["trials"][0]["margin"] == 1.0  # Table 8 for scifact is always tried first
+    assert max(t["val_ndcg@10"] for t in trials["trials"]) == next(
+        t["val_ndcg@10"] for t in trials["trials"] if all(t[k] == settings[k] for k in SEARCH_SPACE))
+    capsys.readouterr()
+    record = json.loads(_run(main, capsys, ["train", "--dataset", str(folder), "--vectors", str(vectors), "--dim", "32",
+                                            "--hidden", "32", "--epochs", "1", "--config", str(out), "--json",
+                                            "--no-progress", "--out", str(tmp_path / "r")]))
+    assert all(record["config"][k] == v for k, v in settings.items())
+
+
+def _run(main, capsys, argv):
+    assert main(argv) == 0
+    return capsys.readouterr().out

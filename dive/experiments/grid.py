@@ -44,6 +44,9 @@ class GridSpec:
     """Per-method setting overrides (``{"*": {...}}`` applies to every method that has the setting)."""
     ks: tuple[int, ...] = DEFAULT_KS
     data_dir: str | None = None
+    tune_trials: int = 0
+    """With > 0, DIVE's loss settings are tuned per dataset on the validation slice (at the
+    smallest dim, reused for every dim) before its cells run; 0 keeps Table 8."""
     vectors: dict[str, str] = field(default_factory=dict)
     """Per-dataset folders of precomputed vectors (as ``dive embed`` writes) instead of encoding."""
     encode: EncodeConfig = field(default_factory=EncodeConfig)
@@ -120,6 +123,20 @@ def _overrides(spec: GridSpec, method: str) -> dict[str, Any]:
     return merged
 
 
+def _tuned_overrides(spec: GridSpec, base: ExperimentSpec, data) -> dict[str, Any]:
+    """DIVE settings tuned on the validation slice, cached as ``tuned-<dataset>.json``."""
+    if spec.tune_trials <= 0 or "dive" not in spec.methods:
+        return {}
+    from dive.config import read_config_file
+    from dive.experiments.tune import tune_dive
+
+    path = spec.out / f"tuned-{data[0].name}.json"
+    if not path.exists():
+        tune_spec = replace(base, method="dive", dim=min(spec.dims), overrides=_overrides(spec, "dive"))
+        tune_dive(tune_spec, data, spec.tune_trials, out=path)
+    return read_config_file(path)
+
+
 def run_grid(spec: GridSpec) -> list[dict[str, Any]]:
     """Run every missing cell of ``spec``; return all records (old and new) in ``results.jsonl``."""
     spec.out.mkdir(parents=True, exist_ok=True)
@@ -131,12 +148,15 @@ def run_grid(spec: GridSpec) -> list[dict[str, Any]]:
         base = ExperimentSpec(dataset=dataset, ks=spec.ks, data_dir=spec.data_dir, encode=spec.encode,
                               mining=spec.mining, split=spec.split, vectors=spec.vectors.get(dataset))
         data = load_data(base)
+        tuned = _tuned_overrides(spec, base, data)
         todo = [cell for cell in cells(spec, data[1].dim) if (data[0].name, *cell) not in done]
         log.info("%s: %d cells to run, %d already done", dataset, len(todo), len(done))
         for number, (protocol, method, dim, seed) in enumerate(todo, start=1):
             log.info("[%s %d/%d] %s %s dim %d seed %d", dataset, number, len(todo), protocol, method, dim, seed)
-            cell = replace(base, method=method, dim=dim, protocol=protocol, seed=seed,
-                           overrides=_overrides(spec, method))
+            overrides = _overrides(spec, method)
+            if method == "dive":
+                overrides.update(tuned)
+            cell = replace(base, method=method, dim=dim, protocol=protocol, seed=seed, overrides=overrides)
             record = run_experiment(cell, data=data)
             record.pop("saved_to", None)
             append_result(path, record)

@@ -61,6 +61,8 @@ def build_method(spec: ExperimentSpec, dataset_name: str) -> Method:
     overrides = {**spec.overrides, "dim": spec.dim}
     if "train" in method_class(spec.method).Config.__dataclass_fields__:
         overrides["train"] = {**overrides.get("train", {}), "seed": spec.seed}
+    elif overrides.pop("train", None):
+        log.info("%s trains no network: training settings (epochs, lr, ...) do not apply", spec.method)
     return create_method(spec.method, dataset_name, **overrides)
 
 

@@ -10,9 +10,15 @@ from typing import Any
 
 from dive.config import from_dict
 from dive.errors import DiveError
+from dive.methods.autoencoder import Autoencoder
 from dive.methods.base import Method, TorchAdapter, read_saved
 from dive.methods.dive import Dive
+from dive.methods.dive_ablations import DiveNoContrast, DiveSingleHead
 from dive.methods.frozen import Frozen
+from dive.methods.matryoshka_adaptor import MatryoshkaAdaptor
+from dive.methods.pca import Pca
+from dive.methods.search_adaptor import SearchAdaptor
+from dive.methods.smec import Smec
 from dive.methods.truncate import Truncate
 
 REGISTRY: dict[str, type[Method]] = {
@@ -21,6 +27,13 @@ REGISTRY: dict[str, type[Method]] = {
         Frozen,
         Truncate,
         Dive,
+        MatryoshkaAdaptor,
+        SearchAdaptor,
+        Smec,
+        Pca,
+        Autoencoder,
+        DiveNoContrast,
+        DiveSingleHead,
     )
 }
 

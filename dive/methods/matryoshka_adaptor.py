@@ -1,0 +1,206 @@
+"""Matryoshka-Adaptor (Yoon et al., EMNLP 2024), as SPEC "Matryoshka-Adaptor" restates it.
+
+A residual MLP ``f(x) = x + g(x)``, ``g = Linear(d,h) ReLU Linear(h,d)``, whose last layer is
+zero-initialised so training starts at the identity (DIVE paper Appendix F.2). The output for
+target dimension k is ``norm(f(x)[:k])``. Every loss is summed over the nested widths
+``M = {k, 2k, 4k, ..., d}`` (``k * 2^i`` below d, plus d), with ``y_m = norm(f(x)[:m])`` and
+``s_m(a, b) = <y_m(a), y_m(b)>``:
+
+- ranking:  ``L_rank = sum_m mean_i max(0, (1 - s_m(q_i,p_i)) - (1 - s_m(q_i,n_i)) + 0.1)``
+- pairwise: ``L_pair = sum_m mean_{i != j} |s_m(x_i,x_j) - s(x_i,x_j)|`` over in-batch pairs
+- top-k:    ``L_topk = sum_m mean_{i, j in N10(i)} |s_m(x_i,x_j) - s(x_i,x_j)|``, where
+  ``N10(i)`` are the 10 in-batch neighbours of ``i`` with the highest frozen similarity
+- reconstruction: ``L_rec = mean |f(x) - x| = mean |g(x)|`` (independent of m)
+
+``L = L_topk + alpha L_pair + beta L_rec + gamma L_rank`` with ``alpha = beta = gamma = 1``.
+
+Choices SPEC leaves open (documented here):
+
+- The unsupervised losses use *corpus* vectors only (SPEC "Training data": unsupervised
+  losses fit on the corpus). With triplets, every triplet batch of B is paired with B corpus
+  vectors that walk through a fresh permutation of the whole corpus each epoch (wrapping
+  around when there are more triplet batches than corpus chunks); the ranking loss uses the
+  triplets, the three unsupervised losses use those corpus vectors.
+- ``L_rec`` is the element-wise mean absolute error (``F.l1_loss``), as the DIVE paper's
+  Appendix F.3 implements the same residual regulariser for Search-Adaptor; the original
+  ``|.|_1`` (a sum over d dims) would be this times d.
+- ``unsupervised_only=True`` trains on the corpus alone (``L_topk + alpha L_pair + beta L_rec``,
+  batches of corpus vectors), so the method then also fits ``TrainSet.unsupervised(...)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dive.data.sets import TrainSet
+from dive.errors import DiveError
+from dive.losses import SelfLimitingTripletLoss
+from dive.methods.base import TorchAdapter
+from dive.train import Batch, TrainConfig, batch_slices
+
+Init = Literal["zero_last", "xavier", "torch"]
+
+
+class ResidualMLP(nn.Module):
+    """``f(x) = x + g(x)`` with ``g = Linear(d,h) ReLU Linear(h,d)``.
+
+    ``init``: ``zero_last`` (last layer zero: f starts as the identity; Matryoshka-Adaptor),
+    ``xavier`` (Xavier-uniform weights, zero biases; Search-Adaptor) or ``torch`` (torch's
+    default ``nn.Linear`` init).
+    """
+
+    def __init__(self, input_dim: int, hidden: int, init: Init = "zero_last"):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(input_dim, hidden), nn.ReLU(), nn.Linear(hidden, input_dim))
+        if init == "xavier":
+            for layer in (self.net[0], self.net[2]):
+                nn.init.xavier_uniform_(layer.weight)
+                nn.init.zeros_(layer.bias)
+        elif init == "zero_last":
+            nn.init.zeros_(self.net[2].weight)
+            nn.init.zeros_(self.net[2].bias)
+        elif init != "torch":
+            raise DiveError(f"unknown init {init!r}")
+
+    def forward(self, vectors: torch.Tensor) -> torch.Tensor:
+        return vectors + self.net(vectors)
+
+
+def nested_dims(dim: int, input_dim: int) -> list[int]:
+    """``M = [k, 2k, 4k, ...]`` (every ``k * 2^i`` below d) plus d, e.g. (128, 384) -> [128, 256, 384]."""
+    dims, width = [], dim
+    while width < input_dim:
+        dims.append(width)
+        width *= 2
+    return dims + [input_dim]
+
+
+def prefix(vectors: torch.Tensor, width: int) -> torch.Tensor:
+    """``norm(v[:, :width])``: the Matryoshka output of width ``width``."""
+    return F.normalize(vectors[:, :width], dim=1)
+
+
+def similarity_preservation(frozen: torch.Tensor, outputs: torch.Tensor, widths: list[int],
+                            neighbours: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(L_pair, L_topk)`` of a batch of frozen unit vectors ``x`` and their outputs ``f(x)``.
+
+    ``L_pair = sum_m mean_{i != j} |s_m(i,j) - s(i,j)|``; ``L_topk`` is the same restricted to
+    the ``neighbours`` most similar other rows of each row under frozen similarity ``s``.
+    """
+    batch = frozen.shape[0]
+    similarity = frozen @ frozen.T
+    off_diagonal = ~torch.eye(batch, dtype=torch.bool, device=frozen.device)
+    n_top = min(neighbours, batch - 1)
+    top = similarity.masked_fill(~off_diagonal, float("-inf")).topk(n_top, dim=1).indices
+    top_similarity = similarity.gather(1, top)
+    loss_pair = loss_topk = frozen.new_zeros(())
+    for width in widths:
+        reduced = prefix(outputs, width)
+        reduced_similarity = reduced @ reduced.T
+        loss_pair = loss_pair + (reduced_similarity - similarity).abs()[off_diagonal].mean()
+        loss_topk = loss_topk + (reduced_similarity.gather(1, top) - top_similarity).abs().mean()
+    return loss_pair, loss_topk
+
+
+class _SupervisedUnlessUnsupervisedOnly:
+    """``supervised`` is True on the class (the default) and ``not config.unsupervised_only`` on an instance."""
+
+    def __get__(self, instance: Any, owner: type) -> bool:
+        return True if instance is None else not instance.config.unsupervised_only
+
+
+@dataclass(frozen=True)
+class MatryoshkaAdaptorConfig:
+    """Matryoshka-Adaptor's hyperparameters.
+
+    Defaults: hidden 2048 and the zero-initialised residual MLP from DIVE App. F.2; margin 0.1
+    (DIVE App. F.2 / SPEC); alpha = beta = gamma = 1 and the 10 top-k neighbours from SPEC
+    "Matryoshka-Adaptor" (the original paper's unsupervised losses); ``train`` is the DIVE
+    paper's common budget (Section 4.1: AdamW, lr 2e-4, batch 128, 50 epochs).
+
+    Attributes:
+        dim: target dimension k (the smallest nested width).
+        hidden: width h of the residual MLP's hidden layer.
+        margin: ranking-loss margin.
+        alpha: weight of the pairwise similarity loss ``L_pair``.
+        beta: weight of the reconstruction loss ``L_rec``.
+        gamma: weight of the supervised ranking loss ``L_rank``.
+        neighbours: in-batch neighbours per sample in the top-k loss ``L_topk``.
+        unsupervised_only: train on corpus vectors alone (no triplets, no ``L_rank``).
+        train: optimisation settings.
+    """
+
+    dim: int = 128
+    hidden: int = 2048
+    margin: float = 0.1
+    alpha: float = 1.0
+    beta: float = 1.0
+    gamma: float = 1.0
+    neighbours: int = 10
+    unsupervised_only: bool = False
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if self.dim < 1 or self.hidden < 1 or self.neighbours < 1:
+            raise DiveError("dim, hidden and neighbours must be positive")
+        if min(self.alpha, self.beta, self.gamma) < 0:
+            raise DiveError("alpha, beta and gamma must be >= 0")
+
+
+class MatryoshkaAdaptor(TorchAdapter):
+    name = "matryoshka-adaptor"
+    summary = ("identity-initialised residual MLP, nested-width ranking + similarity-preservation "
+               "+ reconstruction losses; keeps the first k dims")
+    reference = "Yoon et al., Matryoshka-Adaptor, EMNLP 2024 (re-implemented as DIVE paper App. F.2 + SPEC)"
+    Config = MatryoshkaAdaptorConfig
+    supervised = _SupervisedUnlessUnsupervisedOnly()  # type: ignore[assignment]
+
+    def __init__(self, config: MatryoshkaAdaptorConfig | None = None, **overrides: Any):
+        super().__init__(config, **overrides)
+        self.ranking_loss = SelfLimitingTripletLoss(self.config.margin)
+
+    def build(self, input_dim: int) -> ResidualMLP:
+        return ResidualMLP(input_dim, self.config.hidden, init="zero_last")
+
+    def encode(self, vectors: torch.Tensor) -> torch.Tensor:
+        return prefix(self.module(vectors), self.output_dim)
+
+    def epoch_batches(self, train_set: TrainSet, rng: np.random.Generator) -> Iterator[Batch]:
+        """``(corpus,)`` batches when unsupervised-only, else ``(q, p, n, corpus)``."""
+        docs = torch.from_numpy(train_set.doc_vectors)
+        batch_size = self.train_config.batch_size
+        if self.config.unsupervised_only:
+            for rows in batch_slices(len(docs), batch_size, rng):
+                yield (docs[torch.from_numpy(rows)],)
+            return
+        order = torch.from_numpy(rng.permutation(len(docs)))
+        offsets = torch.arange(batch_size)
+        for index, (queries, positives, negatives) in enumerate(super().epoch_batches(train_set, rng)):
+            rows = order[(index * batch_size + offsets[:len(queries)]) % len(docs)]
+            yield queries, positives, negatives, docs[rows]
+
+    def step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        corpus = batch[-1]
+        widths = nested_dims(self.output_dim, corpus.shape[1])
+        outputs = self.module(corpus)
+        loss_pair, loss_topk = similarity_preservation(corpus, outputs, widths, self.config.neighbours)
+        loss_rec = F.l1_loss(outputs, corpus)
+        parts = {"loss_topk": loss_topk, "loss_pair": loss_pair, "loss_rec": loss_rec}
+        loss = loss_topk + self.config.alpha * loss_pair + self.config.beta * loss_rec
+        if not self.config.unsupervised_only:
+            parts["loss_rank"] = self._ranking(batch[:3], widths)
+            loss = loss + self.config.gamma * parts["loss_rank"]
+        parts["loss"] = loss
+        return parts
+
+    def _ranking(self, triplet: Batch, widths: list[int]) -> torch.Tensor:
+        """``L_rank = sum_m max(0, (1 - s_m(q,p)) - (1 - s_m(q,n)) + margin)``, mean over triplets."""
+        queries, positives, negatives = (self.module(part) for part in triplet)
+        return sum((self.ranking_loss(prefix(queries, m), prefix(positives, m), prefix(negatives, m))
+                    for m in widths), queries.new_zeros(()))

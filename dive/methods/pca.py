@@ -1,0 +1,80 @@
+"""PCA (SPEC "Unsupervised and trivial baselines"; DIVE paper Appendix E, Table 9).
+
+Fit: scikit-learn's ``PCA`` on the corpus vectors gives the corpus mean ``mu`` and the top-k
+principal axes ``W`` (``[k, d]``, orthonormal rows, from the centred covariance). Transform::
+
+    y = norm(x W^T)            (default, center=False)
+    y = norm((x - mu) W^T)     (center=True, scikit-learn's transform)
+
+SPEC says only "project"; by default the projection does not subtract the mean, so at
+``k = d`` PCA is a rotation and keeps the frozen inner products (and rankings) exactly, and at
+``k < d`` it is the orthogonal projection onto the top-k principal subspace. ``center=True``
+gives scikit-learn's centred scores, which also shift every inner product by mean terms.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.decomposition import PCA
+
+from dive.data.sets import TrainSet
+from dive.errors import DiveError
+from dive.methods.base import Method, l2_normalize
+
+
+@dataclass(frozen=True)
+class PcaConfig:
+    """PCA's settings.
+
+    Defaults: ``dim`` 128 as every method; ``center`` False (see the module docstring: SPEC
+    leaves it open, and False keeps the frozen geometry exactly at full dimension).
+
+    Attributes:
+        dim: number of principal axes kept (target dimension k).
+        center: subtract the corpus mean before projecting.
+    """
+
+    dim: int = 128
+    center: bool = False
+
+    def __post_init__(self) -> None:
+        if self.dim < 1:
+            raise DiveError("dim must be positive")
+
+
+class Pca(Method):
+    name = "pca"
+    summary = "project onto the corpus's top-k principal axes and re-normalise"
+    reference = "Jolliffe & Cadima, Phil. Trans. R. Soc. A 2016 (DIVE paper App. E baseline)"
+    Config = PcaConfig
+    supervised = False
+
+    components: torch.Tensor
+    mean: torch.Tensor
+
+    def _fit(self, train_set: TrainSet) -> None:
+        docs = train_set.doc_vectors
+        if len(docs) < self.output_dim:
+            raise DiveError(f"pca: {self.output_dim} components need at least as many corpus vectors, "
+                            f"got {len(docs)}")
+        pca = PCA(n_components=self.output_dim, random_state=0).fit(docs)
+        self.components = torch.from_numpy(pca.components_.astype(np.float32))
+        self.mean = torch.from_numpy(pca.mean_.astype(np.float32))
+
+    def _transform(self, vectors: np.ndarray) -> np.ndarray:
+        if self.config.center:
+            vectors = vectors - self.mean.numpy()
+        return l2_normalize(vectors @ self.components.numpy().T)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"components": self.components, "mean": self.mean}
+
+    def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        components, mean = tensors.get("components"), tensors.get("mean")
+        if (components is None or mean is None or components.shape != (self.output_dim, self.input_dim)
+                or mean.shape != (self.input_dim,)):
+            raise DiveError("pca: saved weights do not fit the saved config")
+        self.components, self.mean = components.float(), mean.float()

@@ -1,0 +1,48 @@
+"""Post-hoc compression (SPEC "Post-hoc compression"): codecs applied to vectors that exist.
+
+One codec per module, all behind :class:`~dive.quantize.base.Codec`::
+
+    codec = create_codec("int8").fit(corpus_vectors)
+    codes = codec.encode(corpus_vectors)
+    scores, rows = codec.search(query_vectors, codes, k=10)
+    codec.bytes_per_vector            # report it next to every metric
+    codec.save("int8-codec"); load_codec("int8-codec")
+
+Adding a codec = one module defining a ``Codec`` subclass + one entry in ``CODECS``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from dive.errors import DiveError
+from dive.quantize.base import Codec, evaluate_codec, retrieve_codes
+from dive.quantize.binary import Binary
+from dive.quantize.float16 import Float16
+from dive.quantize.int8 import Int8
+from dive.quantize.lossless import Lossless
+from dive.quantize.pq import PQ
+
+CODECS: dict[str, type[Codec]] = {codec.name: codec for codec in (Float16, Int8, Binary, PQ, Lossless)}
+
+
+def codec_class(name: str) -> type[Codec]:
+    try:
+        return CODECS[name]
+    except (KeyError, TypeError):
+        raise DiveError(f"unknown codec {name!r}; choose one of {', '.join(CODECS)}") from None
+
+
+def create_codec(name: str, **settings: Any) -> Codec:
+    """An unfitted codec ``name`` with its defaults, then ``settings`` (its Config's fields)."""
+    return codec_class(name)(**settings)
+
+
+def load_codec(directory: str | Path) -> Codec:
+    """Load any codec saved with ``codec.save(directory)`` (JSON + safetensors, checksum verified)."""
+    return Codec.load(directory)
+
+
+__all__ = ["CODECS", "Binary", "Codec", "Float16", "Int8", "Lossless", "PQ", "codec_class", "create_codec",
+           "evaluate_codec", "load_codec", "retrieve_codes"]

@@ -1,0 +1,309 @@
+"""The one interface every post-hoc codec implements (SPEC "Post-hoc compression").
+
+A codec compresses vectors that already exist (frozen or adapter outputs) without retraining:
+
+* ``fit(corpus_vectors) -> self``: calibrate on the corpus (ranges, medians, codebooks).
+* ``encode(vectors) -> codes``: a numpy array of codes (one row per vector, except for the
+  ``lossless`` codec, whose codes are one entropy-coded byte blob for the whole matrix).
+* ``decode(codes) -> float32 vectors``: the reconstruction, where the codec has one.
+* ``search(query_vectors, codes, k) -> (scores, rows)``: rank the stored codes for float
+  queries, best first (higher score = better), each ``[n_queries, min(k, n_docs)]``.
+* ``bytes_per_vector``: storage per corpus vector, the number SPEC asks next to every metric.
+* ``save(dir)`` / ``load(dir)``: ``config.json`` (codec name, dive version, typed config, dim,
+  SHA-256 of the state) + ``state.safetensors`` (numpy arrays). Loading never runs code (no pickle).
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
+
+import faiss
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+from dive import __version__
+from dive.config import from_dict, to_dict
+from dive.data.sets import check_vectors
+from dive.errors import DiveError
+from dive.search import exact_search
+from dive.utils import atomic_path, sha256_file, write_json
+
+if TYPE_CHECKING:
+    from dive.data.sets import EvalSet
+    from dive.evaluate import Run
+
+FORMAT = "dive-codec/1"
+CONFIG_FILE = "config.json"
+STATE_FILE = "state.safetensors"
+SEARCH_BLOCK = 1 << 16
+"""Corpus rows decoded at a time when searching: bounds memory to ~25 MB of float32 at 384-d."""
+
+
+class Codec(ABC):
+    """Base class of all codecs. Subclasses set the class attributes and ``Config``.
+
+    Subclasses implement ``_fit``, ``_encode``, ``code_width`` and ``bytes_per_vector``; they
+    override ``_decode`` where a reconstruction exists, and ``_search`` when ranking is not
+    "inner product of the float query with the decoded documents".
+    """
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    reference: ClassVar[str]
+    Config: ClassVar[type]
+    code_dtype: ClassVar[type] = np.uint8
+    exact_float32_input: ClassVar[bool] = False
+    """True for codecs that promise bit-exact round trips: inputs must already be float32."""
+
+    def __init__(self, config: Any | None = None, **overrides: Any):
+        base = config if config is not None else self.Config()
+        if not isinstance(base, self.Config):
+            raise DiveError(f"{self.name}: config must be a {self.Config.__name__}, got {type(base).__name__}")
+        self.config = from_dict(self.Config, overrides, base) if overrides else base
+        self._check_config()
+        self.dim: int | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config}, dim={self.dim})"
+
+    # ----- public interface -------------------------------------------------------------------
+
+    @property
+    def is_fitted(self) -> bool:
+        return self.dim is not None
+
+    def fit(self, corpus_vectors: np.ndarray) -> "Codec":
+        """Calibrate on ``[n, dim]`` corpus vectors; returns ``self``."""
+        vectors = self._check_vectors(corpus_vectors, "corpus vectors", None)
+        if len(vectors) == 0:
+            raise DiveError(f"{self.name}: no corpus vectors to fit on")
+        self._check_dim(vectors.shape[1], len(vectors))
+        self._fit(vectors)
+        self.dim = int(vectors.shape[1])
+        return self
+
+    def encode(self, vectors: np.ndarray) -> np.ndarray:
+        """Codes of ``[n, dim]`` float vectors."""
+        self._require_fitted("encode")
+        vectors = self._check_vectors(vectors, "vectors to encode", self.dim)
+        if len(vectors) == 0:
+            raise DiveError(f"{self.name}: no vectors to encode")
+        return self._encode(vectors)
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        """``[n, dim]`` float32 reconstruction of ``codes``."""
+        self._require_fitted("decode")
+        return self._decode(self._check_codes(codes))
+
+    def search(self, query_vectors: np.ndarray, codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` stored codes per float query: ``(scores float32, rows int64)``, best first.
+
+        ``k`` is capped at the number of stored vectors.
+        """
+        self._require_fitted("search")
+        queries = self._check_vectors(query_vectors, "query vectors", self.dim, exact=False)
+        codes = self._check_codes(codes)
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise DiveError(f"{self.name}: k must be a positive integer, got {k!r}")
+        n_docs = self.n_codes(codes)
+        if n_docs == 0:
+            raise DiveError(f"{self.name}: no stored codes to search")
+        scores, rows = self._search(queries, codes, min(int(k), n_docs))
+        return np.ascontiguousarray(scores, dtype=np.float32), np.ascontiguousarray(rows, dtype=np.int64)
+
+    @property
+    @abstractmethod
+    def bytes_per_vector(self) -> float:
+        """Bytes stored per corpus vector (fixed-size codecs: the code row width in bytes)."""
+
+    @property
+    @abstractmethod
+    def code_width(self) -> int:
+        """Elements of ``code_dtype`` per code row."""
+
+    def n_codes(self, codes: np.ndarray) -> int:
+        """Number of vectors held by (already checked) ``codes``."""
+        return int(codes.shape[0])
+
+    # ----- hooks --------------------------------------------------------------------------------
+
+    def _check_config(self) -> None:
+        """Raise DiveError for settings that are invalid whatever the data."""
+
+    def _check_dim(self, dim: int, n_rows: int | None) -> None:
+        """Raise DiveError when the corpus (its dim, or its size when known) cannot be fitted."""
+
+    @abstractmethod
+    def _fit(self, vectors: np.ndarray) -> None: ...
+
+    @abstractmethod
+    def _encode(self, vectors: np.ndarray) -> np.ndarray: ...
+
+    def _decode(self, codes: np.ndarray) -> np.ndarray:
+        raise DiveError(f"{self.name}: codes cannot be decoded back to float vectors")
+
+    def _search(self, queries: np.ndarray, codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Default: inner product of the float queries with the decoded codes, decoded in blocks."""
+        return blocked_search(queries, self.n_codes(codes), lambda start, stop: self._decode(codes[start:stop]), k)
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Fitted arrays to save (empty for stateless codecs)."""
+        return {}
+
+    def load_state(self, state: dict[str, np.ndarray], extra: dict[str, Any]) -> None:
+        """Restore the fitted state from :meth:`state` and :meth:`extra`."""
+
+    def extra(self) -> dict[str, Any]:
+        """Small JSON-able fitted facts saved in ``config.json`` (e.g. measured sizes)."""
+        return {}
+
+    # ----- validation ---------------------------------------------------------------------------
+
+    def _require_fitted(self, action: str) -> None:
+        if not self.is_fitted:
+            raise DiveError(f"{self.name}: call fit() (or load a fitted codec) before {action}()")
+
+    def _check_vectors(self, vectors: np.ndarray, what: str, dim: int | None, exact: bool = True) -> np.ndarray:
+        if exact and self.exact_float32_input:
+            dtype = getattr(vectors, "dtype", None)
+            if dtype != np.float32:
+                raise DiveError(f"{self.name}: {what} must be float32 for a bit-exact round trip, got {dtype}")
+        return check_vectors(vectors, f"{self.name}: {what}", dim=dim)
+
+    def _check_codes(self, codes: np.ndarray) -> np.ndarray:
+        if not isinstance(codes, np.ndarray):
+            raise DiveError(f"{self.name}: codes must be a numpy array, got {type(codes).__name__}")
+        if codes.dtype != self.code_dtype:
+            raise DiveError(f"{self.name}: codes must have dtype {np.dtype(self.code_dtype)}, got {codes.dtype}")
+        if codes.ndim != 2 or codes.shape[1] != self.code_width:
+            raise DiveError(f"{self.name}: codes must have shape [n, {self.code_width}], got {codes.shape}")
+        return np.ascontiguousarray(codes)
+
+    # ----- persistence --------------------------------------------------------------------------
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``config.json`` + ``state.safetensors`` into ``directory``, each atomically."""
+        self._require_fitted("save")
+        directory = Path(directory)
+        state = {name: np.ascontiguousarray(array) for name, array in self.state().items()}
+        with atomic_path(directory / STATE_FILE) as tmp:
+            save_file(state, str(tmp), metadata={"format": FORMAT, "codec": self.name})
+        write_json(directory / CONFIG_FILE, {
+            "format": FORMAT,
+            "dive_version": __version__,
+            "codec": self.name,
+            "dim": self.dim,
+            "config": to_dict(self.config),
+            "extra": self.extra(),
+            "state_sha256": sha256_file(directory / STATE_FILE),
+        })
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "Codec":
+        """Load a codec saved with :meth:`save`; on ``Codec`` itself, any registered codec."""
+        record, state = read_saved(directory)
+        if cls is Codec:
+            from dive.quantize import codec_class
+
+            target = codec_class(record["codec"])
+        elif record["codec"] != cls.name:
+            raise DiveError(f"{directory}: holds a {record['codec']!r} codec, not {cls.name!r}")
+        else:
+            target = cls
+        codec = target(from_dict(target.Config, record["config"]))
+        dim = record.get("dim")
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise DiveError(f"{directory}: {CONFIG_FILE} has an invalid dim {dim!r}")
+        codec._check_dim(dim, None)
+        codec.dim = dim
+        extra = record.get("extra") or {}
+        try:
+            codec.load_state(state, extra)
+        except (KeyError, ValueError, TypeError) as error:
+            if isinstance(error, DiveError):
+                raise
+            raise DiveError(f"{directory}: saved state does not fit the saved config ({error})") from None
+        return codec
+
+
+def read_saved(directory: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Read and verify a saved codec folder: JSON config, checksum, then safetensors."""
+    directory = Path(directory)
+    config_path, state_path = directory / CONFIG_FILE, directory / STATE_FILE
+    if not config_path.exists():
+        raise DiveError(f"{directory}: no {CONFIG_FILE} (not a saved dive codec)")
+    try:
+        record = json.loads(config_path.read_text())
+    except json.JSONDecodeError as error:
+        raise DiveError(f"{config_path}: not valid JSON ({error.msg})") from None
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        raise DiveError(f"{config_path}: not a {FORMAT} file")
+    if not state_path.exists():
+        raise DiveError(f"{directory}: {STATE_FILE} is missing")
+    if sha256_file(state_path) != record.get("state_sha256"):
+        raise DiveError(f"{state_path}: checksum does not match {CONFIG_FILE} (file altered or truncated)")
+    try:
+        state = load_file(str(state_path))
+    except Exception as error:  # safetensors raises its own error types
+        raise DiveError(f"{state_path}: not a readable safetensors file ({error})") from None
+    return record, state
+
+
+def require_state(codec: Codec, state: dict[str, np.ndarray], name: str, shape: tuple[int, ...],
+                  dtype: type = np.float32) -> np.ndarray:
+    """``state[name]`` checked for shape and dtype, or a DiveError naming what is wrong."""
+    if name not in state:
+        raise DiveError(f"{codec.name}: saved state lacks {name!r}")
+    array = state[name]
+    if array.shape != shape or array.dtype != dtype:
+        raise DiveError(f"{codec.name}: saved {name!r} is {array.dtype}{list(array.shape)}, "
+                        f"expected {np.dtype(dtype)}{list(shape)}")
+    return array
+
+
+def blocked_search(queries: np.ndarray, n_docs: int, decode_block: Callable[[int, int], np.ndarray],
+                   k: int, block: int = SEARCH_BLOCK) -> tuple[np.ndarray, np.ndarray]:
+    """Exact inner-product top-``k`` over documents decoded ``block`` rows at a time."""
+    if n_docs <= block:
+        return exact_search(queries, decode_block(0, n_docs), k)
+    heap = faiss.ResultHeap(len(queries), k, keep_max=True)
+    for start in range(0, n_docs, block):
+        stop = min(start + block, n_docs)
+        scores, rows = exact_search(queries, decode_block(start, stop), k)
+        heap.add_result(scores, np.where(rows >= 0, rows + start, -1))
+    heap.finalize()
+    return heap.D, heap.I
+
+
+def retrieve_codes(codec: Codec, codes: np.ndarray, query_vectors: np.ndarray, query_ids: list[str],
+                   doc_ids: list[str], depth: int) -> "Run":
+    """Like :func:`dive.evaluate.retrieve`, ranking ``codes`` with ``codec.search`` (identical ids removed)."""
+    codec._require_fitted("search")
+    if codec.n_codes(codec._check_codes(codes)) != len(doc_ids):
+        raise DiveError(f"{codec.name}: {codec.n_codes(codes)} stored vectors but {len(doc_ids)} document ids")
+    scores, rows = codec.search(query_vectors, codes, depth + 1)
+    run: "Run" = {}
+    for query_id, query_scores, query_rows in zip(query_ids, scores, rows):
+        ranking = {doc_ids[row]: float(score) for score, row in zip(query_scores, query_rows)
+                   if row >= 0 and doc_ids[row] != query_id}
+        run[query_id] = dict(list(ranking.items())[:depth])
+    return run
+
+
+def evaluate_codec(codec: Codec, eval_set: "EvalSet", ks: Sequence[int] | None = None,
+                   codes: np.ndarray | None = None) -> dict[str, float]:
+    """nDCG@k / Recall@k of a fitted codec on ``eval_set`` (documents encoded unless ``codes`` given).
+
+    Queries stay float (asymmetric search); report ``codec.bytes_per_vector`` beside the result.
+    """
+    from dive.evaluate import DEFAULT_KS, score_run
+
+    ks = tuple(ks) if ks is not None else DEFAULT_KS
+    if codes is None:
+        codes = codec.encode(eval_set.doc_vectors)
+    run = retrieve_codes(codec, codes, eval_set.query_vectors, eval_set.query_ids, eval_set.doc_ids, max(ks))
+    return score_run(run, eval_set.qrels, ks)

@@ -21,7 +21,8 @@ from dive.methods import create_method, load_method
 from dive.methods.autoencoder import Autoencoder
 from dive.methods.dive import Dive
 from dive.methods.dive_ablations import DiveNoContrast, DiveSingleHead
-from dive.methods.matryoshka_adaptor import MatryoshkaAdaptor, nested_dims, similarity_preservation
+from dive.methods.matryoshka_adaptor import MatryoshkaAdaptor, similarity_preservation
+from dive.methods.residual import nested_dims
 from dive.methods.pca import Pca
 from dive.methods.search_adaptor import SearchAdaptor
 from dive.methods.smec import Memory, Smec, stage_schedule, stage_widths

@@ -20,7 +20,7 @@ from torch import nn
 from dive.data.sets import TrainSet
 from dive.errors import DiveError
 from dive.methods.base import TorchAdapter
-from dive.train import Batch, TrainConfig, batch_slices
+from dive.train import Batch, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -77,10 +77,8 @@ class Autoencoder(TorchAdapter):
         return F.normalize(self.module.encoder(vectors), dim=1)
 
     def epoch_batches(self, train_set: TrainSet, rng: np.random.Generator) -> Iterator[Batch]:
-        """Shuffled batches of corpus vectors, ``(docs,)``."""
-        docs = torch.from_numpy(train_set.doc_vectors)
-        for rows in batch_slices(len(docs), self.train_config.batch_size, rng):
-            yield (docs[torch.from_numpy(rows)],)
+        """Shuffled batches of corpus vectors, ``(docs,)``: the autoencoder never sees queries."""
+        return self.corpus_batches(train_set, rng)
 
     def step(self, batch: Batch) -> dict[str, torch.Tensor]:
         (docs,) = batch

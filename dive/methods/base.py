@@ -178,6 +178,12 @@ class TorchAdapter(Method):
             chosen = triplets[torch.from_numpy(rows)]
             yield queries[chosen[:, 0]], docs[chosen[:, 1]], docs[chosen[:, 2]]
 
+    def corpus_batches(self, train_set: TrainSet, rng: np.random.Generator) -> Iterator[Batch]:
+        """Shuffled ``(docs,)`` batches of corpus vectors, for unsupervised objectives."""
+        docs = torch.from_numpy(train_set.doc_vectors)
+        for rows in batch_slices(len(docs), self.train_config.batch_size, rng):
+            yield (docs[torch.from_numpy(rows)],)
+
     def _fit(self, train_set: TrainSet) -> None:
         torch.manual_seed(self.train_config.seed)
         self.module = self.build(train_set.dim)

@@ -31,60 +31,18 @@ Choices SPEC leaves open (documented here):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Literal
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from dive.data.sets import TrainSet
 from dive.errors import DiveError
 from dive.losses import SelfLimitingTripletLoss
 from dive.methods.base import TorchAdapter
-from dive.train import Batch, TrainConfig, batch_slices
-
-Init = Literal["zero_last", "xavier", "torch"]
-
-
-class ResidualMLP(nn.Module):
-    """``f(x) = x + g(x)`` with ``g = Linear(d,h) ReLU Linear(h,d)``.
-
-    ``init``: ``zero_last`` (last layer zero: f starts as the identity; Matryoshka-Adaptor),
-    ``xavier`` (Xavier-uniform weights, zero biases; Search-Adaptor) or ``torch`` (torch's
-    default ``nn.Linear`` init).
-    """
-
-    def __init__(self, input_dim: int, hidden: int, init: Init = "zero_last"):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(input_dim, hidden), nn.ReLU(), nn.Linear(hidden, input_dim))
-        if init == "xavier":
-            for layer in (self.net[0], self.net[2]):
-                nn.init.xavier_uniform_(layer.weight)
-                nn.init.zeros_(layer.bias)
-        elif init == "zero_last":
-            nn.init.zeros_(self.net[2].weight)
-            nn.init.zeros_(self.net[2].bias)
-        elif init != "torch":
-            raise DiveError(f"unknown init {init!r}")
-
-    def forward(self, vectors: torch.Tensor) -> torch.Tensor:
-        return vectors + self.net(vectors)
-
-
-def nested_dims(dim: int, input_dim: int) -> list[int]:
-    """``M = [k, 2k, 4k, ...]`` (every ``k * 2^i`` below d) plus d, e.g. (128, 384) -> [128, 256, 384]."""
-    dims, width = [], dim
-    while width < input_dim:
-        dims.append(width)
-        width *= 2
-    return dims + [input_dim]
-
-
-def prefix(vectors: torch.Tensor, width: int) -> torch.Tensor:
-    """``norm(v[:, :width])``: the Matryoshka output of width ``width``."""
-    return F.normalize(vectors[:, :width], dim=1)
-
+from dive.methods.residual import ResidualMLP, nested_dims, prefix
+from dive.train import Batch, TrainConfig
 
 def similarity_preservation(frozen: torch.Tensor, outputs: torch.Tensor, widths: list[int],
                             neighbours: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -173,12 +131,11 @@ class MatryoshkaAdaptor(TorchAdapter):
 
     def epoch_batches(self, train_set: TrainSet, rng: np.random.Generator) -> Iterator[Batch]:
         """``(corpus,)`` batches when unsupervised-only, else ``(q, p, n, corpus)``."""
+        if self.config.unsupervised_only:
+            yield from self.corpus_batches(train_set, rng)
+            return
         docs = torch.from_numpy(train_set.doc_vectors)
         batch_size = self.train_config.batch_size
-        if self.config.unsupervised_only:
-            for rows in batch_slices(len(docs), batch_size, rng):
-                yield (docs[torch.from_numpy(rows)],)
-            return
         order = torch.from_numpy(rng.permutation(len(docs)))
         offsets = torch.arange(batch_size)
         for index, (queries, positives, negatives) in enumerate(super().epoch_batches(train_set, rng)):

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from dive.errors import DiveError
 from dive.losses import softplus_ranking_loss
 from dive.methods.base import TorchAdapter
-from dive.methods.matryoshka_adaptor import ResidualMLP, prefix
+from dive.methods.residual import ResidualMLP, prefix
 from dive.train import Batch, TrainConfig
 
 

@@ -51,7 +51,7 @@ from dive.data.sets import TrainSet
 from dive.errors import DiveError
 from dive.losses import softplus_ranking_loss
 from dive.methods.base import TorchAdapter
-from dive.methods.matryoshka_adaptor import ResidualMLP, nested_dims
+from dive.methods.residual import ResidualMLP, nested_dims
 from dive.train import Batch, TrainConfig, train_adapter
 
 DUPLICATE_SIMILARITY = 1 - 1e-6

@@ -74,9 +74,15 @@ def versions() -> dict[str, str]:
 
 
 def configure_threads() -> int:
-    """Let torch use every core (the default can be lower inside containers)."""
+    """Let torch use every available core, unless ``OMP_NUM_THREADS`` asks for fewer.
+
+    torch's default can be lower inside containers; an explicit ``OMP_NUM_THREADS`` (e.g. to
+    run two jobs side by side without oversubscribing the cores) is respected.
+    """
     import torch
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    torch.set_num_threads(cores)
-    return cores
+    requested = os.environ.get("OMP_NUM_THREADS", "")
+    threads = int(requested) if requested.isdigit() and int(requested) > 0 else cores
+    torch.set_num_threads(threads)
+    return threads

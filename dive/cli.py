@@ -117,8 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: dive reproduce --datasets scifact,cranfield --methods all --dims 128,256,512 --seeds 3 "
                "--protocols heldout,paper --out runs/paper")
     reproduce.add_argument("--preset", choices=["quick", "paper"],
-                           help="quick: scifact, all methods, 128 dims, 1 seed, both protocols (make demo); "
-                                "paper: scifact+cranfield, 128/256/512, 3 seeds; explicit flags override it")
+                           help="quick: scifact, all methods, 128 dims, 1 seed, both protocols, 25 epochs (make demo); "
+                                "paper: scifact+cranfield, 128/256/512, 3 seeds, 50 epochs; explicit flags override it")
     reproduce.add_argument("--datasets", help="comma-separated dataset names or folders")
     reproduce.add_argument("--methods", help="comma-separated methods, or 'all' (default all)")
     reproduce.add_argument("--dims", help="comma-separated target dims (default 128)")
@@ -286,7 +286,9 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
         settings["seeds"] = list(range(args.seeds))
     if args.protocols:
         settings["protocols"] = _csv(args.protocols)
-    train = {key: value for key, value in (("epochs", args.epochs), ("progress", False if args.no_progress else None),
+    if args.epochs is not None:
+        settings["epochs"] = args.epochs
+    train = {key: value for key, value in (("progress", False if args.no_progress else None),
                                            ("device", args.device if args.device != "cpu" else None))
              if value is not None}
     overrides = {name: {"train": train} for name, cls in REGISTRY.items()

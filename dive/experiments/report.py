@@ -171,6 +171,10 @@ def build_report(records: list[dict[str, Any]], figures: Iterable[str] = (), wal
              "Every number below was computed by dive and read from `results.jsonl`. nDCG@10 and Recall@10 by "
              "exact inner-product search of the whole corpus (pytrec_eval); mean ± std over seeds where there are "
              "several; the best compressed method per row in **bold**.", ""]
+    budgets = sorted({r["config"]["train"]["epochs"] for r in records if "train" in r.get("config", {})})
+    if budgets:
+        lines += [f"Training budget: {', '.join(map(str, budgets))} epochs per adapter (the paper trains 50)"
+                  + ("; fewer epochs change every trained method's numbers." if budgets != [50] else "."), ""]
     for protocol in results.sorted_set("protocol"):
         lines += [f"## {PROTOCOL_TITLES.get(protocol, protocol)}", ""]
         for dim in results.sorted_set("dim", protocol=protocol):
@@ -186,6 +190,12 @@ def build_report(records: list[dict[str, Any]], figures: Iterable[str] = (), wal
                 metric_table(results, protocol, dim, MAIN_METHODS + ABLATIONS[1:], key="retention", digits=3)
             lines += [f"### Train seconds at {dim} dims", ""] + time_table(results, protocol, dim,
                                                                            MAIN_METHODS + ABLATIONS[1:])
+        shared = sorted({(r["dataset"], r["shared_relevant_docs"]) for r in results.records
+                         if r["protocol"] == protocol and "shared_relevant_docs" in r})
+        if shared:
+            lines += ["Share of the test queries' relevant documents that are also relevant to a training query "
+                      "(not a leak, but what an adapter can learn about which documents get cited): "
+                      + ", ".join(f"{dataset} {share:.1%}" for dataset, share in shared) + ".", ""]
         summary = comparison(results, protocol)
         if summary:
             lines += [f"### Where DIVE wins and where it does not ({protocol})", ""] + summary + [""]

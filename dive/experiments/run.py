@@ -19,7 +19,7 @@ import numpy as np
 from dive.config import to_dict
 from dive.data import (BeirDataset, Embeddings, MiningConfig, Split, SplitConfig, TrainSet, load_beir,
                        make_splits, resolve_dataset)
-from dive.data.splits import TRANSDUCTIVE_LABEL
+from dive.data.splits import TRANSDUCTIVE_LABEL, positive_only
 from dive.encode import EncodeConfig, embed_dataset, load_embeddings
 from dive.evaluate import DEFAULT_KS, evaluate_method, retention
 from dive.methods import Method, create_method, method_class
@@ -83,6 +83,7 @@ def _run_split(spec: ExperimentSpec, dataset: BeirDataset, embeddings: Embedding
         "n_train_triplets": train_set.n_triplets,
         "n_validation_queries": len(split.validation),
         "n_test_queries": len(split.test),
+        "shared_relevant_docs": shared_relevant_docs(split),
         "metrics": metrics,
         "frozen_metrics": frozen,
         "retention": retention(metrics, frozen),
@@ -90,6 +91,17 @@ def _run_split(spec: ExperimentSpec, dataset: BeirDataset, embeddings: Embedding
         "epochs": method.history,
         "_method": method,
     }
+
+
+def shared_relevant_docs(split: Split) -> float:
+    """Share of the test queries' relevant documents that are also relevant to a training query.
+
+    Not a leak (the query sets are disjoint), but a held-out adapter can learn which documents
+    tend to be relevant; a high share explains held-out gains above the frozen model.
+    """
+    test_docs = {d for docs in positive_only(split.test).values() for d in docs}
+    train_docs = {d for docs in split.train.values() for d in docs}
+    return len(test_docs & train_docs) / len(test_docs) if test_docs else 0.0
 
 
 def _mean_dicts(dicts: list[dict[str, float]]) -> dict[str, float]:
@@ -127,6 +139,7 @@ def run_experiment(spec: ExperimentSpec, data: tuple[BeirDataset, Embeddings] | 
         "seed": spec.seed,
         "n_train_triplets": int(round(np.mean([f["n_train_triplets"] for f in folds]))),
         "n_test_queries": int(sum(f["n_test_queries"] for f in folds)),
+        "shared_relevant_docs": float(np.mean([f["shared_relevant_docs"] for f in folds])),
         "metrics": _mean_dicts([f["metrics"] for f in folds]),
         "frozen_metrics": _mean_dicts([f["frozen_metrics"] for f in folds]),
         "train_seconds": float(sum(f["train_seconds"] for f in folds)),

@@ -11,7 +11,7 @@ from typing import Any
 from dive.config import from_dict
 from dive.errors import DiveError
 from dive.methods.autoencoder import Autoencoder
-from dive.methods.base import Method, TorchAdapter, read_saved
+from dive.methods.base import Method, TorchAdapter, read_method_folder
 from dive.methods.dive import Dive
 from dive.methods.dive_ablations import DiveNoContrast, DiveSingleHead
 from dive.methods.frozen import Frozen
@@ -60,7 +60,7 @@ def create_method(name: str, dataset: str | None = None, **overrides: Any) -> Me
 
 def load_method(directory: str | Path) -> Method:
     """Load a method saved with ``method.save(directory)``: JSON + safetensors, no code executed."""
-    record, tensors = read_saved(directory)
+    record, tensors = read_method_folder(directory)
     return method_class(record["method"]).from_saved(record, tensors)
 
 

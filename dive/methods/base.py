@@ -7,7 +7,6 @@ input dim, SHA-256 of the weights) and ``weights.safetensors``: loading never ru
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar, Iterator
@@ -16,15 +15,13 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from dive import __version__
 from dive.config import from_dict, to_dict
 from dive.data.sets import TrainSet, check_vectors
 from dive.errors import DiveError
 from dive.train import Batch, TrainConfig, batch_slices, train_adapter
-from dive.utils import atomic_path, sha256_file, write_json
+from dive.saved import read_saved, write_saved
 
 FORMAT = "dive-method/1"
-CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.safetensors"
 TRANSFORM_BATCH = 4096
 """Rows per forward pass in ``transform``: large enough for full-speed matmuls, small in memory."""
@@ -99,20 +96,11 @@ class Method(ABC):
         """Write ``config.json`` + ``weights.safetensors`` into ``directory``, each atomically."""
         if not self.is_fitted:
             raise DiveError(f"{self.name}: nothing to save, the method is not fitted")
-        directory = Path(directory)
         tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in self.tensors().items()}
-        with atomic_path(directory / WEIGHTS_FILE) as tmp:
-            save_file(tensors, str(tmp), metadata={"format": FORMAT, "method": self.name})
-        write_json(directory / CONFIG_FILE, {
-            "format": FORMAT,
-            "dive_version": __version__,
-            "method": self.name,
-            "input_dim": self.input_dim,
-            "output_dim": self.output_dim,
-            "config": to_dict(self.config),
-            "weights_sha256": sha256_file(directory / WEIGHTS_FILE),
-        })
-        return directory
+        return write_saved(directory, FORMAT, WEIGHTS_FILE,
+                           lambda tmp: save_file(tensors, str(tmp), metadata={"format": FORMAT, "method": self.name}),
+                           {"method": self.name, "input_dim": self.input_dim, "output_dim": self.output_dim,
+                            "config": to_dict(self.config)})
 
     @classmethod
     def from_saved(cls, record: dict[str, Any], tensors: dict[str, torch.Tensor]) -> "Method":
@@ -122,27 +110,9 @@ class Method(ABC):
         return method
 
 
-def read_saved(directory: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Read and verify a saved method folder: JSON config, checksum, then safetensors."""
-    directory = Path(directory)
-    config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
-    if not config_path.exists():
-        raise DiveError(f"{directory}: no {CONFIG_FILE} (not a saved dive method)")
-    try:
-        record = json.loads(config_path.read_text())
-    except json.JSONDecodeError as error:
-        raise DiveError(f"{config_path}: not valid JSON ({error.msg})") from None
-    if not isinstance(record, dict) or record.get("format") != FORMAT:
-        raise DiveError(f"{config_path}: not a {FORMAT} file")
-    if not weights_path.exists():
-        raise DiveError(f"{directory}: {WEIGHTS_FILE} is missing")
-    if sha256_file(weights_path) != record.get("weights_sha256"):
-        raise DiveError(f"{weights_path}: checksum does not match {CONFIG_FILE} (file altered or truncated)")
-    try:
-        tensors = load_file(str(weights_path))
-    except Exception as error:  # safetensors raises its own error types
-        raise DiveError(f"{weights_path}: not a readable safetensors file ({error})") from None
-    return record, tensors
+def read_method_folder(directory: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Read and verify a saved method folder (see :mod:`dive.saved`)."""
+    return read_saved(directory, FORMAT, WEIGHTS_FILE, load_file)
 
 
 class TorchAdapter(Method):

@@ -15,7 +15,6 @@ A codec compresses vectors that already exist (frozen or adapter outputs) withou
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
@@ -24,19 +23,17 @@ import faiss
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from dive import __version__
 from dive.config import from_dict, to_dict
 from dive.data.sets import check_vectors
 from dive.errors import DiveError
 from dive.search import exact_search
-from dive.utils import atomic_path, sha256_file, write_json
+from dive.saved import CONFIG_FILE, read_saved, write_saved
 
 if TYPE_CHECKING:
     from dive.data.sets import EvalSet
     from dive.evaluate import Run
 
 FORMAT = "dive-codec/1"
-CONFIG_FILE = "config.json"
 STATE_FILE = "state.safetensors"
 SEARCH_BLOCK = 1 << 16
 """Corpus rows decoded at a time when searching: bounds memory to ~25 MB of float32 at 384-d."""
@@ -187,25 +184,16 @@ class Codec(ABC):
     def save(self, directory: str | Path) -> Path:
         """Write ``config.json`` + ``state.safetensors`` into ``directory``, each atomically."""
         self._require_fitted("save")
-        directory = Path(directory)
         state = {name: np.ascontiguousarray(array) for name, array in self.state().items()}
-        with atomic_path(directory / STATE_FILE) as tmp:
-            save_file(state, str(tmp), metadata={"format": FORMAT, "codec": self.name})
-        write_json(directory / CONFIG_FILE, {
-            "format": FORMAT,
-            "dive_version": __version__,
-            "codec": self.name,
-            "dim": self.dim,
-            "config": to_dict(self.config),
-            "extra": self.extra(),
-            "state_sha256": sha256_file(directory / STATE_FILE),
-        })
-        return directory
+        return write_saved(directory, FORMAT, STATE_FILE,
+                           lambda tmp: save_file(state, str(tmp), metadata={"format": FORMAT, "codec": self.name}),
+                           {"codec": self.name, "dim": self.dim, "config": to_dict(self.config),
+                            "extra": self.extra()})
 
     @classmethod
     def load(cls, directory: str | Path) -> "Codec":
         """Load a codec saved with :meth:`save`; on ``Codec`` itself, any registered codec."""
-        record, state = read_saved(directory)
+        record, state = read_codec_folder(directory)
         if cls is Codec:
             from dive.quantize import codec_class
 
@@ -230,27 +218,9 @@ class Codec(ABC):
         return codec
 
 
-def read_saved(directory: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Read and verify a saved codec folder: JSON config, checksum, then safetensors."""
-    directory = Path(directory)
-    config_path, state_path = directory / CONFIG_FILE, directory / STATE_FILE
-    if not config_path.exists():
-        raise DiveError(f"{directory}: no {CONFIG_FILE} (not a saved dive codec)")
-    try:
-        record = json.loads(config_path.read_text())
-    except json.JSONDecodeError as error:
-        raise DiveError(f"{config_path}: not valid JSON ({error.msg})") from None
-    if not isinstance(record, dict) or record.get("format") != FORMAT:
-        raise DiveError(f"{config_path}: not a {FORMAT} file")
-    if not state_path.exists():
-        raise DiveError(f"{directory}: {STATE_FILE} is missing")
-    if sha256_file(state_path) != record.get("state_sha256"):
-        raise DiveError(f"{state_path}: checksum does not match {CONFIG_FILE} (file altered or truncated)")
-    try:
-        state = load_file(str(state_path))
-    except Exception as error:  # safetensors raises its own error types
-        raise DiveError(f"{state_path}: not a readable safetensors file ({error})") from None
-    return record, state
+def read_codec_folder(directory: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Read and verify a saved codec folder (see :mod:`dive.saved`)."""
+    return read_saved(directory, FORMAT, STATE_FILE, load_file)
 
 
 def require_state(codec: Codec, state: dict[str, np.ndarray], name: str, shape: tuple[int, ...],

@@ -32,6 +32,19 @@ def write_saved(directory: str | Path, fmt: str, payload_file: str, write_payloa
     return directory
 
 
+def _check_version(config_path: Path, saved_version: Any) -> None:
+    """Refuse folders written by a newer dive: their format may carry meaning this one ignores."""
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        newer = Version(str(saved_version)) > Version(__version__)
+    except InvalidVersion:
+        raise DiveError(f"{config_path}: invalid dive_version {saved_version!r}") from None
+    if newer:
+        raise DiveError(f"{config_path}: written by dive {saved_version}, newer than this dive {__version__}; "
+                        "upgrade dive-compress to load it")
+
+
 def read_saved(directory: str | Path, fmt: str, payload_file: str,
                load_payload: Callable[[str], Payload]) -> tuple[dict[str, Any], Payload]:
     """Read and verify a saved folder: JSON record, format, checksum, then the safetensors payload."""
@@ -45,6 +58,7 @@ def read_saved(directory: str | Path, fmt: str, payload_file: str,
         raise DiveError(f"{config_path}: not valid JSON ({error.msg})") from None
     if not isinstance(record, dict) or record.get("format") != fmt:
         raise DiveError(f"{config_path}: not a {fmt} file")
+    _check_version(config_path, record.get("dive_version"))
     if not payload_path.exists():
         raise DiveError(f"{directory}: {payload_file} is missing")
     if sha256_file(payload_path) != record.get(CHECKSUM_KEY):

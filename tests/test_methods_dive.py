@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -114,10 +116,30 @@ def test_load_refuses_altered_or_missing_weights_and_pickles(tmp_path):
         load_method(folder)
     import pickle
 
-    weights.write_bytes(pickle.dumps({"payload": "os.system"}))
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    weights.write_bytes(pickle.dumps(Payload()))
     with pytest.raises(DiveError, match="checksum"):
         load_method(folder)
+    # even with a matching checksum, a pickle is never unpickled: safetensors refuses it
+    import json
+
+    from dive.utils import sha256_file
+
+    record = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**record, "payload_sha256": sha256_file(weights)}))
+    with pytest.raises(DiveError, match="not a readable safetensors file"):
+        load_method(folder)
+    assert not marker.exists()  # the payload never ran
+    (folder / "config.json").write_text(json.dumps({**record, "dive_version": "99.0"}))
+    with pytest.raises(DiveError, match="newer than this dive"):
+        load_method(folder)
     weights.unlink()
+    (folder / "config.json").write_text(json.dumps(record))
     with pytest.raises(DiveError, match="weights.safetensors is missing"):
         load_method(folder)
 

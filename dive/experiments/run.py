@@ -68,19 +68,20 @@ def build_method(spec: ExperimentSpec, dataset_name: str) -> Method:
 
 def _run_split(spec: ExperimentSpec, dataset: BeirDataset, embeddings: Embeddings, split: Split,
                method: Method | None) -> dict[str, Any]:
-    train_set = TrainSet.from_split(embeddings, split, spec.mining, dataset.name)
+    """Fit a fresh method on ``split.train`` (or take an already fitted one) and score ``split.test``."""
     test_set = embeddings.eval_set(split.test)
-    started = time.perf_counter()
+    n_triplets, started = 0, time.perf_counter()
     if method is None:
-        method = build_method(spec, dataset.name)
-        method.fit(train_set)
+        train_set = TrainSet.from_split(embeddings, split, spec.mining, dataset.name)
+        n_triplets = train_set.n_triplets
+        method = build_method(spec, dataset.name).fit(train_set)
     train_seconds = time.perf_counter() - started
     metrics = evaluate_method(method, test_set, spec.ks)
     frozen = evaluate_method(None, test_set, spec.ks)
     return {
         "split": split.name,
         "n_train_queries": len(split.train),
-        "n_train_triplets": train_set.n_triplets,
+        "n_train_triplets": n_triplets,
         "n_validation_queries": len(split.validation),
         "n_test_queries": len(split.test),
         "shared_relevant_docs": shared_relevant_docs(split),

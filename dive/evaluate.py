@@ -32,8 +32,15 @@ def metric_names(ks: Sequence[int] = DEFAULT_KS) -> list[str]:
 
 def retrieve(query_vectors: np.ndarray, query_ids: list[str], doc_vectors: np.ndarray,
              doc_ids: list[str], depth: int) -> Run:
-    """Top-``depth`` documents per query, identical ids removed."""
+    """Top-``depth`` documents per query by exact inner product, identical ids removed."""
     scores, rows = exact_search(query_vectors, doc_vectors, depth + 1)
+    return rankings_to_run(query_ids, doc_ids, scores, rows, depth)
+
+
+def rankings_to_run(query_ids: list[str], doc_ids: list[str], scores: np.ndarray, rows: np.ndarray,
+                    depth: int) -> Run:
+    """A pytrec_eval run from ``[n_queries, >= depth + 1]`` ranked rows (best first): the top
+    ``depth`` documents per query after removing the one whose id equals the query id."""
     run: Run = {}
     for query_id, query_scores, query_rows in zip(query_ids, scores, rows):
         ranking = {doc_ids[row]: float(score) for score, row in zip(query_scores, query_rows)

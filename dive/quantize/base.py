@@ -255,13 +255,10 @@ def retrieve_codes(codec: Codec, codes: np.ndarray, query_vectors: np.ndarray, q
     codec._require_fitted("search")
     if codec.n_codes(codec._check_codes(codes)) != len(doc_ids):
         raise DiveError(f"{codec.name}: {codec.n_codes(codes)} stored vectors but {len(doc_ids)} document ids")
+    from dive.evaluate import rankings_to_run
+
     scores, rows = codec.search(query_vectors, codes, depth + 1)
-    run: "Run" = {}
-    for query_id, query_scores, query_rows in zip(query_ids, scores, rows):
-        ranking = {doc_ids[row]: float(score) for score, row in zip(query_scores, query_rows)
-                   if row >= 0 and doc_ids[row] != query_id}
-        run[query_id] = dict(list(ranking.items())[:depth])
-    return run
+    return rankings_to_run(query_ids, doc_ids, scores, rows, depth)
 
 
 def evaluate_codec(codec: Codec, eval_set: "EvalSet", ks: Sequence[int] | None = None,

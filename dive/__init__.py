@@ -8,7 +8,10 @@ __all__ = ["DiveError", "__version__", "load"]
 
 
 def load(directory):
-    """Load a fitted method saved with ``method.save(directory)`` (JSON + safetensors, no code runs)."""
-    from dive.methods import load_method
+    """Load a saved pipeline (``dive train --out``) or method folder as a :class:`~dive.pipeline.Pipeline`.
 
-    return load_method(directory)
+    JSON + safetensors only, checksums verified: loading never runs code.
+    """
+    from dive.pipeline import Pipeline
+
+    return Pipeline.load(directory)

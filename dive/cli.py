@@ -22,7 +22,8 @@ EPILOG = """examples:
   dive embed --dataset scifact --out vectors/scifact
   dive train --dataset scifact --method dive --dim 128 --protocol heldout --seed 0 --json
   dive evaluate --dataset scifact --method frozen --json
-  dive evaluate --dataset scifact --load runs/scifact-dive-128-heldout-seed0/method
+  dive evaluate --dataset scifact --load runs/scifact-dive-128-heldout-seed0 --codec binary --rescore 100
+  dive train --dataset scifact --method dive --dim 128 --codec int8 --json
   dive reproduce --preset quick --out runs/demo
   dive tune --dataset scifact --dim 128 --trials 10 --out tuned.json && dive train ... --config tuned.json
   dive methods
@@ -54,6 +55,11 @@ def _protocol_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--folds", type=int, default=5, help="folds for test-only datasets (default 5)")
     group.add_argument("--validation-fraction", type=float, default=0.1,
                        help="share of train queries held out for validation/early stopping (default 0.1)")
+    group.add_argument("--codec", choices=["float16", "int8", "binary", "pq", "lossless"],
+                       help="post-hoc codec after the method (default: none, float32); bytes_per_vector is reported")
+    group.add_argument("--rescore", type=int, help="binary codec: re-rank the top N Hamming candidates")
+    group.add_argument("--codec-set", action="append", default=[], metavar="NAME=VALUE",
+                       help="any other codec setting, e.g. --codec-set m=16 for pq")
     group.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
     group.add_argument("--out", help="folder for result.json and the fitted method (train default: runs/<cell>)")
 
@@ -108,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     _protocol_arguments(evaluate)
     evaluate.add_argument("--method", default="frozen", help="training-free method (default frozen)")
     evaluate.add_argument("--dim", type=int, default=128, help="target dimension for truncate (default 128)")
-    evaluate.add_argument("--load", help="folder of a saved method (from `dive train`) to evaluate")
+    evaluate.add_argument("--load", help="folder of a saved pipeline or method (from `dive train --out`) to evaluate; "
+                                         "--codec replaces its codec")
 
     reproduce = commands.add_parser(
         "reproduce", help="run a grid of cells (resumable), then write report.md and figures",
@@ -155,6 +162,27 @@ def _parse_value(text: str) -> Any:
         return text
 
 
+def _assignments(items: list[str], flag: str) -> dict[str, Any]:
+    settings = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise DiveError(f"{flag} expects NAME=VALUE, got {item!r}")
+        settings[name.strip()] = _parse_value(value)
+    return settings
+
+
+def _codec_settings(args: argparse.Namespace) -> dict[str, Any]:
+    settings = _assignments(args.codec_set, "--codec-set")
+    if args.rescore is not None:
+        if args.codec != "binary":
+            raise DiveError("--rescore applies to --codec binary only")
+        settings["rescore"] = args.rescore
+    if settings and not args.codec:
+        raise DiveError("--codec-set needs --codec")
+    return settings
+
+
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     from dive.config import read_config_file
 
@@ -172,11 +200,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     for flag in ("margin", "lambda_contrast", "temperature", "heads", "hidden"):
         if getattr(args, flag) is not None:
             overrides[flag] = getattr(args, flag)
-    for item in args.set:
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise DiveError(f"--set expects NAME=VALUE, got {item!r}")
-        overrides[name.strip()] = _parse_value(value)
+    overrides.update(_assignments(args.set, "--set"))
     if train:
         overrides["train"] = train
     return overrides
@@ -202,6 +226,7 @@ def _spec(args: argparse.Namespace, method: str, overrides: dict[str, Any] | Non
                             negatives_per_positive=getattr(args, "negatives_per_positive", 4)),
         split=SplitConfig(n_folds=args.folds, validation_fraction=args.validation_fraction),
         encode=_encode_config(args), data_dir=args.data_dir, vectors=args.vectors, out=args.out,
+        codec=args.codec, codec_settings=_codec_settings(args),
     )
 
 
@@ -236,10 +261,11 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from dive.experiments import run_experiment
-    from dive.methods import load_method, method_class
+    from dive.methods import method_class
+    from dive.pipeline import Pipeline
 
-    fitted = load_method(args.load) if args.load else None
-    method = fitted.name if fitted else args.method
+    fitted = Pipeline.load(args.load) if args.load else None
+    method = fitted.method.name if fitted else args.method
     if fitted is None and method_class(method).supervised:
         raise DiveError(f"{method} needs training: use `dive train --method {method}` or pass --load DIR")
     _print_result(run_experiment(_spec(args, method), fitted=fitted), args.json)

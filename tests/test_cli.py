@@ -11,7 +11,8 @@ from dive.encode import save_embeddings
 from helpers import synthetic_embeddings, write_beir
 
 REQUIRED_KEYS = {"dataset", "method", "dim", "protocol", "seed", "n_train_triplets", "n_test_queries", "metrics",
-                 "frozen_metrics", "retention", "train_seconds", "epochs", "config", "versions"}
+                 "frozen_metrics", "retention", "train_seconds", "epochs", "config", "versions", "codec",
+                 "bytes_per_vector"}
 
 
 @pytest.fixture()
@@ -40,9 +41,25 @@ def test_train_prints_one_json_object_with_the_documented_fields(toy, tmp_path, 
     assert {"loss", "loss_triplet", "loss_contrast", "active_ratio"} <= set(record["epochs"][0])
     assert record["config"]["train"]["seed"] == 3 and record["config"]["hidden"] == 32
     assert json.loads((tmp_path / "run" / "result.json").read_text())["metrics"] == record["metrics"]
-    # the saved method evaluates to the same numbers
-    again = run_json(capsys, ["evaluate", *toy, "--load", str(tmp_path / "run" / "method"), "--json"])
-    assert again["metrics"] == pytest.approx(record["metrics"])
+    assert record["codec"] is None and record["bytes_per_vector"] == 4 * 8
+    # the saved pipeline, and the bare method folder inside it, evaluate to the same numbers
+    for folder in (tmp_path / "run", tmp_path / "run" / "method"):
+        again = run_json(capsys, ["evaluate", *toy, "--load", str(folder), "--json"])
+        assert again["metrics"] == pytest.approx(record["metrics"])
+
+
+def test_codecs_report_bytes_per_vector_and_ship_inside_the_pipeline(toy, tmp_path, capsys):
+    record = run_json(capsys, ["train", *toy, "--method", "truncate", "--dim", "8", "--codec", "int8", "--json",
+                               "--out", str(tmp_path / "run")])
+    assert record["codec"]["name"] == "int8" and record["bytes_per_vector"] == 8
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["codec", "method", "pipeline.json", "result.json"]
+    again = run_json(capsys, ["evaluate", *toy, "--load", str(tmp_path / "run"), "--json"])
+    assert again["codec"]["name"] == "int8" and again["metrics"] == pytest.approx(record["metrics"])
+    binary = run_json(capsys, ["evaluate", *toy, "--method", "frozen", "--codec", "binary", "--rescore", "20",
+                               "--json"])
+    assert binary["codec"]["config"]["rescore"] == 20 and binary["bytes_per_vector"] == 2
+    assert main(["evaluate", *toy, "--method", "frozen", "--codec", "int8", "--rescore", "5"]) == 2
+    assert "--rescore applies to --codec binary only" in capsys.readouterr().err
 
 
 def test_evaluate_frozen_needs_no_training(toy, capsys):

@@ -28,6 +28,8 @@ def format_result(record: dict[str, Any]) -> str:
         f"method {record['method']} -> {record['dim']} dims (from {record['input_dim']}), seed {record['seed']}, "
         f"{record['n_test_queries']} test queries, {record['n_train_triplets']} training triplets per epoch",
     ]
+    codec = record.get("codec")
+    lines.append(f"  stored as {codec['name'] if codec else 'float32'}: {record.get('bytes_per_vector', 0):g} bytes per vector")
     for name, value in record["metrics"].items():
         frozen = record["frozen_metrics"][name]
         lines.append(f"  {name:<10} {value:.4f}   frozen {frozen:.4f}   retention {record['retention'][name]:.1%}")

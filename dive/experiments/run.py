@@ -23,6 +23,8 @@ from dive.data.splits import TRANSDUCTIVE_LABEL, positive_only
 from dive.encode import EncodeConfig, embed_dataset, load_embeddings
 from dive.evaluate import DEFAULT_KS, evaluate_method, retention
 from dive.methods import Method, create_method, method_class
+from dive.pipeline import Pipeline
+from dive.quantize import create_codec
 from dive.utils import configure_threads, seed_everything, versions, write_json
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,9 @@ class ExperimentSpec:
     data_dir: str | None = None
     vectors: str | None = None
     out: str | None = None
+    codec: str | None = None
+    """Post-hoc codec applied after the method (``dive.quantize``), e.g. ``int8``; None = float32."""
+    codec_settings: dict[str, Any] = field(default_factory=dict)
 
 
 def load_data(spec: ExperimentSpec) -> tuple[BeirDataset, Embeddings]:
@@ -67,16 +72,18 @@ def build_method(spec: ExperimentSpec, dataset_name: str) -> Method:
 
 
 def _run_split(spec: ExperimentSpec, dataset: BeirDataset, embeddings: Embeddings, split: Split,
-               method: Method | None) -> dict[str, Any]:
-    """Fit a fresh method on ``split.train`` (or take an already fitted one) and score ``split.test``."""
+               pipeline: Pipeline | None) -> dict[str, Any]:
+    """Fit a fresh pipeline on ``split.train`` (or take a fitted one) and score ``split.test``."""
     test_set = embeddings.eval_set(split.test)
     n_triplets, started = 0, time.perf_counter()
-    if method is None:
+    if pipeline is None:
         train_set = TrainSet.from_split(embeddings, split, spec.mining, dataset.name)
         n_triplets = train_set.n_triplets
-        method = build_method(spec, dataset.name).fit(train_set)
+        pipeline = Pipeline(build_method(spec, dataset.name).fit(train_set))
+    if spec.codec:
+        pipeline.fit_codec(create_codec(spec.codec, **spec.codec_settings), embeddings.doc_vectors)
     train_seconds = time.perf_counter() - started
-    metrics = evaluate_method(method, test_set, spec.ks)
+    metrics = pipeline.evaluate(test_set, spec.ks)
     frozen = evaluate_method(None, test_set, spec.ks)
     return {
         "split": split.name,
@@ -89,8 +96,8 @@ def _run_split(spec: ExperimentSpec, dataset: BeirDataset, embeddings: Embedding
         "frozen_metrics": frozen,
         "retention": retention(metrics, frozen),
         "train_seconds": train_seconds,
-        "epochs": method.history,
-        "_method": method,
+        "epochs": pipeline.method.history,
+        "_pipeline": pipeline,
     }
 
 
@@ -116,8 +123,8 @@ def _mean_epochs(histories: list[list[dict[str, float]]]) -> list[dict[str, floa
 
 
 def run_experiment(spec: ExperimentSpec, data: tuple[BeirDataset, Embeddings] | None = None,
-                   fitted: Method | None = None) -> dict[str, Any]:
-    """Run the cell described by ``spec``; ``fitted`` evaluates a loaded method without training."""
+                   fitted: Pipeline | None = None) -> dict[str, Any]:
+    """Run the cell described by ``spec``; ``fitted`` evaluates a loaded pipeline without training."""
     wall_started = time.perf_counter()
     threads = configure_threads()
     seed_everything(spec.seed)
@@ -127,9 +134,9 @@ def run_experiment(spec: ExperimentSpec, data: tuple[BeirDataset, Embeddings] | 
     for split in splits:
         log.info("%s %s: %s on split %s", dataset.name, spec.protocol, spec.method, split.name)
         folds.append(_run_split(spec, dataset, embeddings, split, fitted))
-    methods = [fold.pop("_method") for fold in folds]
-    saved = _save(methods, folds, spec.out) if spec.out and fitted is None else None
-    method = methods[0]
+    pipelines = [fold.pop("_pipeline") for fold in folds]
+    saved = _save(pipelines, folds, spec.out) if spec.out and fitted is None else None
+    method = pipelines[0].method
     record: dict[str, Any] = {
         "dataset": dataset.name,
         "protocol": spec.protocol,
@@ -143,6 +150,8 @@ def run_experiment(spec: ExperimentSpec, data: tuple[BeirDataset, Embeddings] | 
         "shared_relevant_docs": float(np.mean([f["shared_relevant_docs"] for f in folds])),
         "metrics": _mean_dicts([f["metrics"] for f in folds]),
         "frozen_metrics": _mean_dicts([f["frozen_metrics"] for f in folds]),
+        "codec": pipelines[0].describe()["codec"],
+        "bytes_per_vector": pipelines[0].bytes_per_vector,
         "train_seconds": float(sum(f["train_seconds"] for f in folds)),
         "epochs": _mean_epochs([f["epochs"] for f in folds]),
         "config": to_dict(method.config),
@@ -163,7 +172,7 @@ def run_experiment(spec: ExperimentSpec, data: tuple[BeirDataset, Embeddings] | 
     return record
 
 
-def _save(methods: list[Method], folds: list[dict[str, Any]], out: str) -> list[str]:
-    if len(methods) == 1:
-        return [str(methods[0].save(Path(out) / "method"))]
-    return [str(method.save(Path(out) / fold["split"] / "method")) for method, fold in zip(methods, folds)]
+def _save(pipelines: list[Pipeline], folds: list[dict[str, Any]], out: str) -> list[str]:
+    if len(pipelines) == 1:
+        return [str(pipelines[0].save(Path(out)))]
+    return [str(pipeline.save(Path(out) / fold["split"])) for pipeline, fold in zip(pipelines, folds)]

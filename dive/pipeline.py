@@ -1,0 +1,102 @@
+"""A pipeline = a fitted compression method + an optional post-hoc codec, saved as one folder.
+
+``pipeline.json`` names the parts; ``method/`` and ``codec/`` are ordinary saved folders
+(JSON + safetensors, checksum verified), so loading a pipeline never executes code.
+Bytes per vector are the codec's when there is one, else float32 storage of the method's output.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dive.config import to_dict
+from dive.data.sets import EvalSet
+from dive.errors import DiveError
+from dive.methods import Method, load_method
+from dive.quantize import Codec, load_codec
+from dive.utils import write_json
+
+PIPELINE_FILE = "pipeline.json"
+FORMAT = "dive-pipeline/1"
+FLOAT32_BYTES = 4
+
+
+@dataclass
+class Pipeline:
+    """Compress with ``method``, then (optionally) encode with ``codec``."""
+
+    method: Method
+    codec: Codec | None = None
+
+    @property
+    def bytes_per_vector(self) -> float:
+        if self.codec is not None:
+            return float(self.codec.bytes_per_vector)
+        return float(FLOAT32_BYTES * self.method.output_dim)
+
+    def describe(self) -> dict[str, Any]:
+        codec = None
+        if self.codec is not None:
+            codec = {"name": self.codec.name, "config": to_dict(self.codec.config)}
+        return {"method": self.method.name, "dim": self.method.output_dim, "codec": codec,
+                "bytes_per_vector": self.bytes_per_vector}
+
+    def fit_codec(self, codec: Codec, corpus_vectors: np.ndarray) -> "Pipeline":
+        """Calibrate ``codec`` on the method's output for the corpus."""
+        self.codec = codec.fit(self.method.transform(corpus_vectors))
+        return self
+
+    def transform(self, vectors: np.ndarray) -> np.ndarray:
+        """The method's float output (what the codec, if any, encodes)."""
+        return self.method.transform(vectors)
+
+    def encode(self, vectors: np.ndarray) -> np.ndarray:
+        """What is stored per vector: codec codes, or the float32 output without a codec."""
+        compressed = self.transform(vectors)
+        return compressed if self.codec is None else self.codec.encode(compressed)
+
+    def evaluate(self, eval_set: EvalSet, ks: tuple[int, ...]) -> dict[str, float]:
+        """nDCG@k / Recall@k with queries through the method (kept float) and documents stored as codes."""
+        from dive.evaluate import evaluate_vectors
+        from dive.quantize.base import evaluate_codec
+
+        compressed = EvalSet(eval_set.query_ids, self.transform(eval_set.query_vectors), eval_set.qrels,
+                             eval_set.doc_ids, self.transform(eval_set.doc_vectors))
+        if self.codec is None:
+            return evaluate_vectors(compressed.query_vectors, compressed.doc_vectors, compressed, ks)
+        return evaluate_codec(self.codec, compressed, ks)
+
+    def save(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        self.method.save(directory / "method")
+        if self.codec is not None:
+            self.codec.save(directory / "codec")
+        write_json(directory / PIPELINE_FILE, {"format": FORMAT, "method": "method",
+                                               "codec": "codec" if self.codec is not None else None,
+                                               **self.describe()})
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "Pipeline":
+        """A saved pipeline folder, or a bare saved method folder (a pipeline without codec)."""
+        directory = Path(directory)
+        manifest_path = directory / PIPELINE_FILE
+        if not manifest_path.exists():
+            return cls(load_method(directory))
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except json.JSONDecodeError as error:
+            raise DiveError(f"{manifest_path}: not valid JSON ({error.msg})") from None
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+            raise DiveError(f"{manifest_path}: not a {FORMAT} file")
+        method = load_method(directory / "method")
+        codec = load_codec(directory / "codec") if manifest.get("codec") else None
+        if codec is not None and codec.dim != method.output_dim:
+            raise DiveError(f"{directory}: codec dim {codec.dim} does not match the method's output {method.output_dim}")
+        return cls(method, codec)
+

@@ -1,0 +1,45 @@
+import numpy as np
+import pytest
+
+import dive
+from dive.data import TrainSet
+from dive.errors import DiveError
+from dive.methods import create_method
+from dive.pipeline import Pipeline
+from dive.quantize import create_codec
+from helpers import random_unit
+
+
+def fitted_pipeline(codec=None):
+    corpus = random_unit(200, 32)
+    method = create_method("pca", dim=16).fit(TrainSet.unsupervised(corpus))
+    pipeline = Pipeline(method)
+    if codec:
+        pipeline.fit_codec(create_codec(codec), corpus)
+    return pipeline, corpus
+
+
+@pytest.mark.parametrize("codec,expected_bytes", [(None, 64), ("float16", 32), ("int8", 16), ("binary", 2)])
+def test_bytes_per_vector_is_the_stored_size(codec, expected_bytes):
+    pipeline, corpus = fitted_pipeline(codec)
+    assert pipeline.bytes_per_vector == expected_bytes
+    assert pipeline.encode(corpus[:5]).nbytes == 5 * expected_bytes
+
+
+def test_save_load_round_trip_through_dive_load(tmp_path):
+    pipeline, corpus = fitted_pipeline("int8")
+    pipeline.save(tmp_path / "p")
+    loaded = dive.load(tmp_path / "p")
+    np.testing.assert_array_equal(loaded.encode(corpus), pipeline.encode(corpus))
+    assert loaded.describe() == pipeline.describe()
+    bare = dive.load(tmp_path / "p" / "method")  # a method folder loads as a pipeline without codec
+    assert bare.codec is None
+    np.testing.assert_array_equal(bare.transform(corpus), pipeline.transform(corpus))
+
+
+def test_a_codec_of_the_wrong_width_is_refused(tmp_path):
+    pipeline, corpus = fitted_pipeline()
+    pipeline.codec = create_codec("int8").fit(corpus)  # fitted on 32-d input, not the 16-d output
+    pipeline.save(tmp_path / "p")
+    with pytest.raises(DiveError, match="codec dim 32 does not match the method's output 16"):
+        Pipeline.load(tmp_path / "p")

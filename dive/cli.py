@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from typing import Any, Sequence
 
@@ -26,6 +27,7 @@ EPILOG = """examples:
   dive train --dataset scifact --method dive --dim 128 --codec int8 --json
   dive reproduce --preset quick --out runs/demo
   dive tune --dataset scifact --dim 128 --trials 10 --out tuned.json && dive train ... --config tuned.json
+  dive compress --pipeline runs/scifact-dive-128-heldout-seed0 --input vectors.npy --output small.npy
   dive methods
 
 data: --dataset NAME is looked up under --data-dir, then $DIVE_DATA_DIR, then the user cache;
@@ -150,6 +152,17 @@ def build_parser() -> argparse.ArgumentParser:
     _protocol_arguments(tune)
     _training_arguments(tune)
     tune.add_argument("--trials", type=int, default=10, help="number of settings tried (default 10)")
+
+    compress = commands.add_parser(
+        "compress", help="apply a saved pipeline to a .npy file of vectors, streaming in chunks",
+        description="Stream VECTORS.npy ([n, d] float) through a saved pipeline into OUTPUT.npy (float32 "
+                    "vectors, or codec codes). Memory is bounded by --chunk-rows; the output appears only "
+                    "when complete, so a crash or Ctrl-C leaves no partial file.")
+    compress.add_argument("--pipeline", required=True, help="folder saved by `dive train --out`")
+    compress.add_argument("--input", required=True, help="[n, d] .npy file of frozen vectors")
+    compress.add_argument("--output", required=True, help=".npy file to write")
+    compress.add_argument("--chunk-rows", type=int, default=65536, help="rows per chunk (default 65536)")
+    compress.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     commands.add_parser("methods", help="list the compression methods with a summary and their paper")
     return parser
@@ -324,6 +337,16 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     print(reproduce(spec))
 
 
+def cmd_compress(args: argparse.Namespace) -> None:
+    from dive.pipeline import Pipeline, compress_file
+
+    if args.chunk_rows < 1:
+        raise DiveError("--chunk-rows must be at least 1")
+    summary = compress_file(Pipeline.load(args.pipeline), args.input, args.output, args.chunk_rows,
+                            progress=not args.no_progress)
+    print(json.dumps(summary))
+
+
 def cmd_methods(args: argparse.Namespace) -> None:
     from dive.methods import REGISTRY
 
@@ -334,7 +357,7 @@ def cmd_methods(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"embed": cmd_embed, "train": cmd_train, "evaluate": cmd_evaluate, "reproduce": cmd_reproduce,
-            "tune": cmd_tune, "methods": cmd_methods}
+            "tune": cmd_tune, "compress": cmd_compress, "methods": cmd_methods}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -343,6 +366,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("faiss", "sentence_transformers", "transformers", "httpx", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # SIGTERM unwinds like Ctrl-C, so temp files are removed and no partial output remains.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         COMMANDS[args.command](args)
     except DiveError as error:

@@ -100,3 +100,60 @@ class Pipeline:
             raise DiveError(f"{directory}: codec dim {codec.dim} does not match the method's output {method.output_dim}")
         return cls(method, codec)
 
+
+
+def _read_npy_header(handle) -> tuple[tuple[int, ...], np.dtype]:
+    version = np.lib.format.read_magic(handle)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(handle)
+    else:
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
+    if fortran or len(shape) != 2 or dtype.hasobject:
+        raise DiveError(f"{handle.name}: expected a C-ordered 2-D numeric array, got shape {shape} dtype {dtype}")
+    return shape, dtype
+
+
+def compress_file(pipeline: Pipeline, input_path: str | Path, output_path: str | Path,
+                  chunk_rows: int = 65536, progress: bool = True) -> dict[str, Any]:
+    """Stream ``input_path`` (a ``[n, d]`` .npy) through the pipeline into ``output_path`` (.npy).
+
+    Reads and writes ``chunk_rows`` rows at a time with plain file reads (no memory map), so
+    memory stays bounded by the chunk whatever the file size. The output appears only when
+    complete (temp file + rename): an error or interruption leaves no output file.
+    """
+    from tqdm.auto import tqdm
+
+    from dive.utils import atomic_path
+
+    if pipeline.codec is not None and pipeline.codec.name == "lossless":
+        raise DiveError("the lossless codec codes a whole matrix, not rows: compress with its encode() instead")
+    input_path, output_path = Path(input_path), Path(output_path)
+    try:
+        source = open(input_path, "rb")
+    except OSError as error:
+        raise DiveError(f"{input_path}: cannot read ({error.strerror})") from None
+    with source:
+        try:
+            (n_rows, dim), dtype = _read_npy_header(source)
+        except ValueError as error:
+            raise DiveError(f"{input_path}: not a .npy file ({error})") from None
+        first = pipeline.encode(_read_rows(source, min(chunk_rows, n_rows), dim, dtype, input_path))
+        with atomic_path(output_path) as tmp, open(tmp, "wb") as out:
+            header = {"descr": np.lib.format.dtype_to_descr(first.dtype), "fortran_order": False,
+                      "shape": (n_rows, *first.shape[1:])}
+            np.lib.format.write_array_header_2_0(out, header)
+            out.write(np.ascontiguousarray(first).tobytes())
+            with tqdm(total=n_rows, initial=len(first), unit="vec", desc="compress", disable=not progress) as bar:
+                for start in range(len(first), n_rows, chunk_rows):
+                    rows = _read_rows(source, min(chunk_rows, n_rows - start), dim, dtype, input_path)
+                    out.write(np.ascontiguousarray(pipeline.encode(rows)).tobytes())
+                    bar.update(len(rows))
+    return {"input": str(input_path), "output": str(output_path), "n_vectors": n_rows, **pipeline.describe()}
+
+
+def _read_rows(handle, n_rows: int, dim: int, dtype: np.dtype, path: Path) -> np.ndarray:
+    expected = n_rows * dim * dtype.itemsize
+    data = handle.read(expected)
+    if len(data) != expected:
+        raise DiveError(f"{path}: file is truncated (fewer rows than its header says)")
+    return np.frombuffer(data, dtype=dtype).reshape(n_rows, dim)

@@ -134,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--seeds", type=int, help="number of seeds, 0..N-1 (default 1)")
     reproduce.add_argument("--protocols", help="comma-separated: heldout,paper (default both)")
     reproduce.add_argument("--epochs", type=int, help="override every adapter's epochs (paper: 50)")
+    reproduce.add_argument("--codecs", help="comma-separated storage after each method: none, float16, int8, binary, "
+                                            "pq, lossless, with settings as name:key=value+key=value "
+                                            "(e.g. none,int8,binary:rescore=100,pq:m=16); default none")
     reproduce.add_argument("--out", required=True, help="folder for results.jsonl, report.md and figures")
     reproduce.add_argument("--tune", type=int, default=0, metavar="TRIALS",
                            help="tune DIVE per dataset on the validation slice with TRIALS trials first (default off)")
@@ -325,6 +328,8 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
         settings["seeds"] = list(range(args.seeds))
     if args.protocols:
         settings["protocols"] = _csv(args.protocols)
+    if args.codecs:
+        settings["codecs"] = _csv(args.codecs)
     if args.epochs is not None:
         settings["epochs"] = args.epochs
     train = {key: value for key, value in (("progress", False if args.no_progress else None),

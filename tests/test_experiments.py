@@ -54,7 +54,7 @@ def test_grid_resumes_without_recomputing_and_report_matches_results(scifact_sli
         (p, m) for p in ("heldout", "paper") for m in ("frozen", "truncate", "dive")}
 
     calls = []
-    monkeypatch.setattr(grid_module, "run_experiment", lambda *a, **k: calls.append(a) or pytest.fail("recomputed"))
+    monkeypatch.setattr(grid_module, "run_cells", lambda *a, **k: calls.append(a) or pytest.fail("recomputed"))
     reproduce(mini_grid(folder, vectors, tmp_path))
     assert calls == []
     assert read_results(tmp_path / "results.jsonl") == records
@@ -127,3 +127,24 @@ def test_tune_uses_the_validation_slice_only_and_writes_a_reusable_config(scifac
 def _run(main, capsys, argv):
     assert main(argv) == 0
     return capsys.readouterr().out
+
+
+def test_codec_cells_share_the_fitted_method_and_feed_the_frontier(scifact_slice, tmp_path):
+    folder, vectors = scifact_slice
+    spec = mini_grid(folder, vectors, tmp_path)
+    spec.methods, spec.protocols = ["frozen", "truncate"], ["heldout"]
+    spec.codecs = ["none", "int8", "binary:rescore=50"]
+    report = reproduce(spec).read_text()
+    records = read_results(tmp_path / "results.jsonl")
+    assert len(records) == 2 * 3
+    by_label = {(r["method"], r["codec_label"]): r for r in records}
+    assert by_label[("frozen", "int8")]["bytes_per_vector"] == 384
+    assert by_label[("truncate", "binary:rescore=50")]["bytes_per_vector"] == 8
+    assert by_label[("truncate", "none")]["bytes_per_vector"] == 4 * 64
+    best = max((r for r in records if r["bytes_per_vector"] <= 64), key=lambda r: r["metrics"]["ndcg@10"])
+    assert "Storage frontier" in report
+    assert (f"Best nDCG@10 at <= 64 bytes per vector: {best['method']} {best['dim']}d + {best['codec_label']} "
+            f"({best['bytes_per_vector']:g} B): {best['metrics']['ndcg@10']:.4f}") in report
+    assert (tmp_path / "frontier_heldout.png").exists()
+    # codec cells never leak into the float tables: frozen's row shows the float number
+    assert f"| {by_label[('frozen', 'none')]['frozen_metrics']['ndcg@10']:.4f} |" in report

@@ -20,14 +20,14 @@ from dive.data import MiningConfig, SplitConfig
 from dive.encode import EncodeConfig
 from dive.errors import DiveError
 from dive.evaluate import DEFAULT_KS
-from dive.experiments.run import ExperimentSpec, load_data, run_experiment
+from dive.experiments.run import CodecChoice, ExperimentSpec, load_data, run_cells
 from dive.methods import REGISTRY, method_class
 from dive.utils import atomic_path
 
 log = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.jsonl"
-CELL_FIELDS = ("dataset", "protocol", "method", "dim", "seed")
+CELL_FIELDS = ("dataset", "protocol", "method", "dim", "seed", "codec_label")
 
 
 @dataclass
@@ -40,6 +40,9 @@ class GridSpec:
     dims: list[int] = field(default_factory=lambda: [128])
     seeds: list[int] = field(default_factory=lambda: [0])
     protocols: list[str] = field(default_factory=lambda: ["heldout", "paper"])
+    codecs: list[str] = field(default_factory=lambda: ["none"])
+    """Storage after each method: ``none`` (float32) or a codec, with settings as
+    ``name:key=value+key=value`` (e.g. ``binary:rescore=100``, ``pq:m=16+nbits=8``)."""
     epochs: int | None = None
     """Epochs for every torch adapter (``None`` = each method's default, the paper's 50)."""
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -59,6 +62,8 @@ class GridSpec:
         self.out = Path(self.out)
         for method in self.methods:
             method_class(method)
+        for label in self.codecs:
+            parse_codec(label)
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -71,8 +76,28 @@ fit in about 15 minutes on 2 CPU cores (measured: 24.7 min at 50 epochs); the re
 budget. ``paper`` is the full grid with the paper's 50 epochs."""
 
 
+def parse_codec(label: str) -> CodecChoice:
+    """``none`` -> None; ``pq:m=16+nbits=8`` -> ("pq", {"m": 16, "nbits": 8})."""
+    from dive.quantize import codec_class
+
+    name, _, settings_text = label.partition(":")
+    if name == "none":
+        return None
+    codec_class(name)
+    settings = {}
+    for item in filter(None, settings_text.split("+")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise DiveError(f"codec {label!r}: expected name:key=value+key=value, got {item!r}")
+        try:
+            settings[key] = json.loads(value)
+        except json.JSONDecodeError:
+            settings[key] = value
+    return name, settings
+
+
 def cell_key(record: dict[str, Any]) -> tuple:
-    return tuple(record[name] for name in CELL_FIELDS)
+    return tuple(record.get(name, "none") for name in CELL_FIELDS)
 
 
 def read_results(path: Path) -> list[dict[str, Any]]:
@@ -155,18 +180,24 @@ def run_grid(spec: GridSpec) -> list[dict[str, Any]]:
                               mining=spec.mining, split=spec.split, vectors=spec.vectors.get(dataset))
         data = load_data(base)
         tuned = _tuned_overrides(spec, base, data)
-        todo = [cell for cell in cells(spec, data[1].dim) if (data[0].name, *cell) not in done]
+        todo = []
+        for cell in cells(spec, data[1].dim):
+            missing = [label for label in spec.codecs if (data[0].name, *cell, label) not in done]
+            if missing:
+                todo.append((*cell, missing))
         log.info("%s: %d cells to run, %d already done", dataset, len(todo), len(done))
-        for number, (protocol, method, dim, seed) in enumerate(todo, start=1):
-            log.info("[%s %d/%d] %s %s dim %d seed %d", dataset, number, len(todo), protocol, method, dim, seed)
+        for number, (protocol, method, dim, seed, labels) in enumerate(todo, start=1):
+            log.info("[%s %d/%d] %s %s dim %d seed %d codecs %s", dataset, number, len(todo), protocol, method,
+                     dim, seed, ",".join(labels))
             overrides = _overrides(spec, method)
             if method == "dive":
                 overrides.update(tuned)
             cell = replace(base, method=method, dim=dim, protocol=protocol, seed=seed, overrides=overrides)
-            record = run_experiment(cell, data=data)
-            record.pop("saved_to", None)
-            append_result(path, record)
-            records.append(record)
+            for label, record in zip(labels, run_cells(cell, [parse_codec(label) for label in labels], data)):
+                record.pop("_pipelines")
+                record["codec_label"] = label
+                append_result(path, record)
+                records.append(record)
     return records
 
 

@@ -101,6 +101,40 @@ def heldout_vs_paper(records: list[dict[str, Any]], path: Path) -> str | None:
     return _save(figure, path)
 
 
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both fewer bytes and higher nDCG@10."""
+    front = []
+    for i, (size, score) in enumerate(points):
+        dominated = any(other_size <= size and other_score >= score and (other_size, other_score) != (size, score)
+                        for other_size, other_score in points)
+        if not dominated:
+            front.append(i)
+    return sorted(front, key=lambda i: points[i][0])
+
+
+def frontier(records: list[dict[str, Any]], path: Path, protocol: str = "heldout") -> str | None:
+    """Bytes per vector (log x) vs nDCG@10 for every method x dim x codec, Pareto front highlighted."""
+    chosen = [r for r in records if r["protocol"] == protocol and "bytes_per_vector" in r]
+    if len({r.get("codec_label", "none") for r in chosen}) < 2:
+        return None
+    figure, axis = plt.subplots(figsize=(8, 5))
+    points = [(r["bytes_per_vector"], r["metrics"]["ndcg@10"]) for r in chosen]
+    for method in sorted({r["method"] for r in chosen}):
+        mine = [(r["bytes_per_vector"], r["metrics"]["ndcg@10"]) for r in chosen if r["method"] == method]
+        axis.scatter(*zip(*mine), label=method, s=30, alpha=0.8)
+    front = pareto_front(points)
+    axis.plot([points[i][0] for i in front], [points[i][1] for i in front], color="black", linewidth=1.5,
+              label="Pareto front")
+    for i in front:
+        r = chosen[i]
+        axis.annotate(f"{r['method']} {r['dim']}d {r.get('codec_label', 'none')}", points[i], fontsize=6,
+                      xytext=(4, -8), textcoords="offset points")
+    axis.set(xscale="log", xlabel="bytes per vector (log)", ylabel="nDCG@10",
+             title=f"Storage vs quality ({protocol}; mean over datasets not taken: every cell shown)")
+    axis.legend(fontsize=7)
+    return _save(figure, path)
+
+
 def make_figures(records: list[dict[str, Any]], folder: Path) -> list[str]:
     """Write every figure that the records support; return their file names."""
     made = [
@@ -108,5 +142,6 @@ def make_figures(records: list[dict[str, Any]], folder: Path) -> list[str]:
         ndcg_vs_dim(records, folder / "ndcg_vs_dim_heldout.png", "heldout"),
         ndcg_vs_dim(records, folder / "ndcg_vs_dim_paper.png", "paper"),
         heldout_vs_paper(records, folder / "heldout_vs_paper.png"),
+        frontier(records, folder / "frontier_heldout.png", "heldout"),
     ]
     return [name for name in made if name]

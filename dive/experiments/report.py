@@ -47,7 +47,9 @@ class Results:
     """Records indexed by (protocol, dataset, method, dim) -> list over seeds."""
 
     def __init__(self, records: Iterable[dict[str, Any]]):
-        self.records = list(records)
+        records = list(records)
+        self.with_codecs = records
+        self.records = [record for record in records if record.get("codec_label", "none") == "none"]
         self.cells: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
         for record in self.records:
             self.cells[(record["protocol"], record["dataset"], record["method"], record["dim"])].append(record)
@@ -148,6 +150,31 @@ def inflation(results: Results) -> list[str]:
     return _table(["dataset", "method", "dim", "heldout", "paper (transductive)", "inflation"], rows) if rows else []
 
 
+def frontier_table(results: Results, protocol: str, budget: float = 64) -> list[str]:
+    """Every method x dim x codec cell by bytes per vector, Pareto-optimal ones marked, per dataset."""
+    from dive.experiments.plots import pareto_front
+
+    lines = []
+    for dataset in sorted({r["dataset"] for r in results.with_codecs if r["protocol"] == protocol}):
+        cells = sorted((r for r in results.with_codecs if (r["protocol"], r["dataset"]) == (protocol, dataset)),
+                       key=lambda r: (r["bytes_per_vector"], -r["metrics"]["ndcg@10"]))
+        if len({r.get("codec_label", "none") for r in cells}) < 2:
+            continue
+        front = set(pareto_front([(r["bytes_per_vector"], r["metrics"]["ndcg@10"]) for r in cells]))
+        rows = [[r["method"], str(r["dim"]), r.get("codec_label", "none"), f"{r['bytes_per_vector']:g}",
+                 f"{r['metrics']['ndcg@10']:.4f}", f"{r['metrics']['recall@10']:.4f}", "yes" if i in front else ""]
+                for i, r in enumerate(cells)]
+        lines += [f"### Storage frontier, {dataset}", ""]
+        lines += _table(["method", "dim", "codec", "bytes/vector", "nDCG@10", "Recall@10", "Pareto"], rows)
+        affordable = [r for r in cells if r["bytes_per_vector"] <= budget]
+        if affordable:
+            best = max(affordable, key=lambda r: r["metrics"]["ndcg@10"])
+            lines += [f"Best nDCG@10 at <= {budget:g} bytes per vector: {best['method']} {best['dim']}d + "
+                      f"{best.get('codec_label', 'none')} ({best['bytes_per_vector']:g} B): "
+                      f"{best['metrics']['ndcg@10']:.4f}.", ""]
+    return lines
+
+
 def environment(records: list[dict[str, Any]], wall_seconds: float | None) -> list[str]:
     import os
 
@@ -177,7 +204,7 @@ def build_report(records: list[dict[str, Any]], figures: Iterable[str] = (), wal
     if budgets:
         lines += [f"Training budget: {', '.join(map(str, budgets))} epochs per adapter (the paper trains 50)"
                   + ("; fewer epochs change every trained method's numbers." if budgets != [50] else "."), ""]
-    for protocol in results.sorted_set("protocol"):
+    for protocol in sorted({r["protocol"] for r in results.with_codecs}):
         lines += [f"## {PROTOCOL_TITLES.get(protocol, protocol)}", ""]
         for dim in results.sorted_set("dim", protocol=protocol):
             if dim == max(results.sorted_set("input_dim", protocol=protocol) or [0]):
@@ -198,6 +225,7 @@ def build_report(records: list[dict[str, Any]], figures: Iterable[str] = (), wal
             lines += ["Share of the test queries' relevant documents that are also relevant to a training query "
                       "(not a leak, but what an adapter can learn about which documents get cited): "
                       + ", ".join(f"{dataset} {share:.1%}" for dataset, share in shared) + ".", ""]
+        lines += frontier_table(results, protocol)
         summary = comparison(results, protocol)
         if summary:
             lines += [f"### Where DIVE wins and where it does not ({protocol})", ""] + summary + [""]

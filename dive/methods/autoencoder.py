@@ -19,7 +19,7 @@ from torch import nn
 
 from dive.data.sets import TrainSet
 from dive.errors import DiveError
-from dive.methods.base import TorchAdapter
+from dive.methods.base import LinearLayer, TorchAdapter
 from dive.train import Batch, TrainConfig
 
 
@@ -75,6 +75,10 @@ class Autoencoder(TorchAdapter):
 
     def encode(self, vectors: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.module.encoder(vectors), dim=1)
+
+    def linear_layers(self) -> list[LinearLayer]:
+        first, _, second = self.module.encoder
+        return [(first.weight.detach(), first.bias.detach(), True), (second.weight.detach(), second.bias.detach(), False)]
 
     def epoch_batches(self, train_set: TrainSet, rng: np.random.Generator) -> Iterator[Batch]:
         """Shuffled batches of corpus vectors, ``(docs,)``: the autoencoder never sees queries."""

@@ -27,6 +27,10 @@ TRANSFORM_BATCH = 4096
 """Rows per forward pass in ``transform``: large enough for full-speed matmuls, small in memory."""
 
 
+LinearLayer = tuple[torch.Tensor, torch.Tensor, bool]
+"""One ``activation(x @ weight.T + bias)`` step: (weight [out, in], bias [out], ReLU after it?)."""
+
+
 def l2_normalize(vectors: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return (vectors / np.maximum(norms, np.finfo(np.float32).tiny)).astype(np.float32, copy=False)
@@ -88,6 +92,14 @@ class Method(ABC):
     def tensors(self) -> dict[str, torch.Tensor]:
         """Fitted state to save (empty for stateless methods)."""
         return {}
+
+    def linear_layers(self) -> list[LinearLayer] | None:
+        """The inference map as ``[(weight [out, in], bias [out], relu?)]`` followed by L2
+        normalisation, or None when it is not such a chain (e.g. residual adapters).
+
+        Lets exports use only standard building blocks (sentence-transformers' Dense + Normalize).
+        """
+        return None
 
     def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         """Restore the fitted state from :meth:`tensors`' output."""

@@ -17,7 +17,7 @@ from torch import nn
 
 from dive.errors import DiveError
 from dive.losses import HeadwiseNTXentLoss, SelfLimitingTripletLoss
-from dive.methods.base import TorchAdapter
+from dive.methods.base import LinearLayer, TorchAdapter
 from dive.train import Batch, TrainConfig
 
 PAPER_TABLE_8: dict[str, tuple[float, float, float, int]] = {
@@ -110,6 +110,16 @@ class Dive(TorchAdapter):
 
     def encode(self, vectors: torch.Tensor) -> torch.Tensor:
         return self.module(vectors)[:, 0, :]
+
+    def linear_layers(self) -> list[LinearLayer]:
+        """Head 1 as three linear steps; eval-mode BatchNorm is folded into the first layer."""
+        first, batchnorm, _, second, _, third = self.module.net
+        scale = batchnorm.weight / torch.sqrt(batchnorm.running_var + batchnorm.eps)
+        weight_1 = first.weight * scale[:, None]
+        bias_1 = (first.bias - batchnorm.running_mean) * scale + batchnorm.bias
+        k = self.config.dim
+        layers = [(weight_1, bias_1, True), (second.weight, second.bias, True), (third.weight[:k], third.bias[:k], False)]
+        return [(weight.detach(), bias.detach(), relu) for weight, bias, relu in layers]
 
     def step(self, batch: Batch) -> dict[str, torch.Tensor]:
         queries, positives, negatives = (self.module(part) for part in batch)

@@ -34,3 +34,7 @@ class Frozen(Method):
 
     def _transform(self, vectors: np.ndarray) -> np.ndarray:
         return vectors
+
+    def linear_layers(self) -> list:
+        """No layer: the input itself (re-normalised)."""
+        return []

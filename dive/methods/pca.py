@@ -22,7 +22,7 @@ from sklearn.decomposition import PCA
 
 from dive.data.sets import TrainSet
 from dive.errors import DiveError
-from dive.methods.base import Method, l2_normalize
+from dive.methods.base import LinearLayer, Method, l2_normalize
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,10 @@ class Pca(Method):
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {"components": self.components, "mean": self.mean}
+
+    def linear_layers(self) -> list[LinearLayer]:
+        bias = -(self.components @ self.mean) if self.config.center else torch.zeros(self.output_dim)
+        return [(self.components, bias, False)]
 
     def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         components, mean = tensors.get("components"), tensors.get("mean")

@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from dive.data.sets import TrainSet
-from dive.methods.base import Method, l2_normalize
+from dive.methods.base import LinearLayer, Method, l2_normalize
 
 
 @dataclass(frozen=True)
@@ -31,3 +32,7 @@ class Truncate(Method):
 
     def _transform(self, vectors: np.ndarray) -> np.ndarray:
         return l2_normalize(vectors[:, : self.output_dim])
+
+    def linear_layers(self) -> list[LinearLayer]:
+        selector = torch.eye(self.input_dim)[: self.output_dim]
+        return [(selector, torch.zeros(self.output_dim), False)]

@@ -1,0 +1,69 @@
+import numpy as np
+import pytest
+
+from dive.data import MiningConfig, TrainSet, build_sampler
+from dive.encode import default_model_path, encode_texts
+from dive.errors import DiveError
+from dive.export import export_sentence_transformers
+from dive.methods import create_method
+from dive.pipeline import Pipeline
+from helpers import random_unit
+
+TEXTS = ["Vitamin D deficiency raises fracture risk.", "Aspirin reduces the risk of heart attack.",
+         "Sleep loss impairs memory consolidation."]
+
+
+def train_set_384():
+    docs, queries = random_unit(300, 384, 0), random_unit(60, 384, 1)
+    ids = [f"d{i}" for i in range(300)]
+    qrels = {f"q{i}": {f"d{i}": 1} for i in range(60)}
+    sampler = build_sampler([f"q{i}" for i in range(60)], queries, ids, docs, qrels, MiningConfig(hard_top_k=10))
+    return TrainSet(queries, docs, sampler)
+
+
+def fitted(name):
+    settings = {"dim": 16}
+    if name in ("dive", "matryoshka-adaptor", "autoencoder"):
+        settings.update(hidden=64, train={"epochs": 2, "batch_size": 32, "progress": False})
+    return create_method(name, **settings).fit(train_set_384())
+
+
+@pytest.fixture(scope="module")
+def frozen_texts():
+    return encode_texts(TEXTS)
+
+
+@pytest.mark.parametrize("name", ["dive", "pca", "truncate", "autoencoder", "frozen"])
+def test_exported_model_needs_no_custom_code_and_encodes_to_the_compressed_vectors(tmp_path, frozen_texts, name):
+    from sentence_transformers import SentenceTransformer
+
+    pipeline = Pipeline(fitted(name))
+    folder = export_sentence_transformers(pipeline, default_model_path(), tmp_path / "exported")
+    model = SentenceTransformer(str(folder), device="cpu", local_files_only=True)  # no trust_remote_code
+    exported = model.encode(TEXTS, convert_to_numpy=True)
+    np.testing.assert_allclose(exported, pipeline.transform(frozen_texts), atol=1e-5)
+
+
+def test_residual_adapters_export_as_a_dive_module(tmp_path, frozen_texts):
+    from sentence_transformers import SentenceTransformer
+
+    pipeline = Pipeline(fitted("matryoshka-adaptor"))
+    folder = export_sentence_transformers(pipeline, default_model_path(), tmp_path / "exported")
+    model = SentenceTransformer(str(folder), device="cpu", local_files_only=True, trust_remote_code=True)
+    np.testing.assert_allclose(model.encode(TEXTS, convert_to_numpy=True), pipeline.transform(frozen_texts),
+                               atol=1e-5)
+    with pytest.raises(DiveError, match="already exists"):
+        export_sentence_transformers(pipeline, default_model_path(), folder)
+
+
+def test_cli_export_writes_a_loadable_folder(tmp_path, capsys, frozen_texts):
+    from sentence_transformers import SentenceTransformer
+
+    from dive.cli import main
+
+    pipeline = Pipeline(fitted("pca"))
+    pipeline.save(tmp_path / "pipeline")
+    assert main(["export", "--pipeline", str(tmp_path / "pipeline"), "--out", str(tmp_path / "st")]) == 0
+    assert "SentenceTransformer(" in capsys.readouterr().out
+    model = SentenceTransformer(str(tmp_path / "st"), device="cpu", local_files_only=True)
+    assert model.encode(TEXTS, convert_to_numpy=True).shape == (3, 16)

@@ -1,9 +1,11 @@
-"""Run one experiment cell: (dataset, protocol, method, dim, seed) -> a results record.
+"""Run one experiment cell: (dataset, protocol, method, dim, seed[, codec]) -> a results record.
 
 Loads the dataset, gets frozen embeddings (cached), partitions the queries by protocol,
-fits the method on each split's training set, evaluates compressed and frozen vectors on the
-same test queries, and returns one JSON-ready record (K-fold: metrics are fold means and
-``folds`` lists each fold).
+fits the method on each split's training set, stores the corpus through the codec (if any),
+evaluates compressed and frozen vectors on the same test queries, and returns one JSON-ready
+record (K-fold: metrics are fold means and ``folds`` lists each fold). :func:`run_cells`
+scores several codecs on one fit; :func:`run_experiment` is the single-codec cell that
+``dive train`` / ``dive evaluate`` run and save.
 """
 
 from __future__ import annotations

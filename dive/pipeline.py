@@ -7,21 +7,24 @@ Bytes per vector are the codec's when there is one, else float32 storage of the 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from dive import __version__
 from dive.config import to_dict
 from dive.data.sets import EvalSet
 from dive.errors import DiveError
 from dive.methods import Method, load_method
 from dive.quantize import Codec, load_codec
+from dive.saved import read_record
 from dive.utils import write_json
 
 PIPELINE_FILE = "pipeline.json"
+METHOD_FOLDER = "method"
+CODEC_FOLDER = "codec"
 FORMAT = "dive-pipeline/1"
 FLOAT32_BYTES = 4
 
@@ -73,12 +76,12 @@ class Pipeline:
 
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)
-        self.method.save(directory / "method")
+        self.method.save(directory / METHOD_FOLDER)
         if self.codec is not None:
-            self.codec.save(directory / "codec")
-        write_json(directory / PIPELINE_FILE, {"format": FORMAT, "method": "method",
-                                               "codec": "codec" if self.codec is not None else None,
-                                               **self.describe()})
+            self.codec.save(directory / CODEC_FOLDER)
+        folders = {"method": METHOD_FOLDER, "codec": CODEC_FOLDER if self.codec is not None else None}
+        write_json(directory / PIPELINE_FILE, {"format": FORMAT, "dive_version": __version__, **self.describe(),
+                                               "folders": folders})
         return directory
 
     @classmethod
@@ -88,14 +91,10 @@ class Pipeline:
         manifest_path = directory / PIPELINE_FILE
         if not manifest_path.exists():
             return cls(load_method(directory))
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except json.JSONDecodeError as error:
-            raise DiveError(f"{manifest_path}: not valid JSON ({error.msg})") from None
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-            raise DiveError(f"{manifest_path}: not a {FORMAT} file")
-        method = load_method(directory / "method")
-        codec = load_codec(directory / "codec") if manifest.get("codec") else None
+        manifest = read_record(manifest_path, FORMAT)
+        folders = manifest.get("folders") or {}
+        method = load_method(directory / METHOD_FOLDER)
+        codec = load_codec(directory / CODEC_FOLDER) if folders.get("codec") else None
         if codec is not None and codec.dim != method.output_dim:
             raise DiveError(f"{directory}: codec dim {codec.dim} does not match the method's output {method.output_dim}")
         return cls(method, codec)

@@ -45,6 +45,18 @@ def _check_version(config_path: Path, saved_version: Any) -> None:
                         "upgrade dive-compress to load it")
 
 
+def read_record(path: Path, fmt: str) -> dict[str, Any]:
+    """A JSON record of format ``fmt`` written by this or an older dive."""
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise DiveError(f"{path}: not valid JSON ({error.msg})") from None
+    if not isinstance(record, dict) or record.get("format") != fmt:
+        raise DiveError(f"{path}: not a {fmt} file")
+    _check_version(path, record.get("dive_version"))
+    return record
+
+
 def read_saved(directory: str | Path, fmt: str, payload_file: str,
                load_payload: Callable[[str], Payload]) -> tuple[dict[str, Any], Payload]:
     """Read and verify a saved folder: JSON record, format, checksum, then the safetensors payload."""
@@ -52,13 +64,7 @@ def read_saved(directory: str | Path, fmt: str, payload_file: str,
     config_path, payload_path = directory / CONFIG_FILE, directory / payload_file
     if not config_path.exists():
         raise DiveError(f"{directory}: no {CONFIG_FILE} (not a saved dive folder)")
-    try:
-        record = json.loads(config_path.read_text())
-    except json.JSONDecodeError as error:
-        raise DiveError(f"{config_path}: not valid JSON ({error.msg})") from None
-    if not isinstance(record, dict) or record.get("format") != fmt:
-        raise DiveError(f"{config_path}: not a {fmt} file")
-    _check_version(config_path, record.get("dive_version"))
+    record = read_record(config_path, fmt)
     if not payload_path.exists():
         raise DiveError(f"{directory}: {payload_file} is missing")
     if sha256_file(payload_path) != record.get(CHECKSUM_KEY):

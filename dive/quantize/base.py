@@ -42,9 +42,10 @@ SEARCH_BLOCK = 1 << 16
 class Codec(ABC):
     """Base class of all codecs. Subclasses set the class attributes and ``Config``.
 
-    Subclasses implement ``_fit``, ``_encode``, ``code_width`` and ``bytes_per_vector``; they
-    override ``_decode`` where a reconstruction exists, and ``_search`` when ranking is not
-    "inner product of the float query with the decoded documents".
+    Subclasses implement ``_fit`` and ``_encode``; they override ``code_width`` when a code row
+    is not one ``code_dtype`` element per dimension (``bytes_per_vector`` follows from it),
+    ``_decode`` where a reconstruction exists, and ``_search`` when ranking is not "inner
+    product of the float query with the decoded documents".
     """
 
     name: ClassVar[str]
@@ -112,14 +113,15 @@ class Codec(ABC):
         return np.ascontiguousarray(scores, dtype=np.float32), np.ascontiguousarray(rows, dtype=np.int64)
 
     @property
-    @abstractmethod
     def bytes_per_vector(self) -> float:
-        """Bytes stored per corpus vector (fixed-size codecs: the code row width in bytes)."""
+        """Bytes stored per corpus vector: for fixed-size codes, the code row's size in bytes."""
+        self._require_fitted("bytes_per_vector")
+        return self.code_width * np.dtype(self.code_dtype).itemsize
 
     @property
-    @abstractmethod
     def code_width(self) -> int:
-        """Elements of ``code_dtype`` per code row."""
+        """Elements of ``code_dtype`` per code row (default: one per dimension)."""
+        return int(self.dim)
 
     def n_codes(self, codes: np.ndarray) -> int:
         """Number of vectors held by (already checked) ``codes``."""

@@ -81,11 +81,6 @@ class Binary(Codec):
     def code_width(self) -> int:
         return self.bit_bytes + (int(self.dim) if self.stores_int8 else 0)
 
-    @property
-    def bytes_per_vector(self) -> int:
-        self._require_fitted("bytes_per_vector")
-        return self.code_width
-
     def _fit(self, vectors: np.ndarray) -> None:
         median = np.median(vectors, axis=0).astype(np.float32)
         above = vectors > median

@@ -30,15 +30,6 @@ class Float16(Codec):
     Config = Float16Config
     code_dtype = np.float16
 
-    @property
-    def code_width(self) -> int:
-        return int(self.dim)
-
-    @property
-    def bytes_per_vector(self) -> int:
-        self._require_fitted("bytes_per_vector")
-        return 2 * int(self.dim)
-
     def _fit(self, vectors: np.ndarray) -> None:
         pass
 

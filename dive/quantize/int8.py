@@ -45,15 +45,6 @@ class Int8(Codec):
         if isinstance(quantile, bool) or not isinstance(quantile, (int, float)) or not 0.0 <= quantile < 0.5:
             raise DiveError(f"{self.name}: calibration_quantile must be in [0, 0.5), got {quantile!r}")
 
-    @property
-    def code_width(self) -> int:
-        return int(self.dim)
-
-    @property
-    def bytes_per_vector(self) -> int:
-        self._require_fitted("bytes_per_vector")
-        return int(self.dim)
-
     def _fit(self, vectors: np.ndarray) -> None:
         quantile = float(self.config.calibration_quantile)
         if quantile > 0:

@@ -74,11 +74,6 @@ class PQ(Codec):
     def code_width(self) -> int:
         return (self.config.m * self.config.nbits + 7) // 8
 
-    @property
-    def bytes_per_vector(self) -> int:
-        self._require_fitted("bytes_per_vector")
-        return self.code_width
-
     def _new_index(self, dim: int) -> faiss.IndexPQ:
         return faiss.IndexPQ(dim, self.config.m, self.config.nbits, faiss.METRIC_INNER_PRODUCT)
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from dive.config import to_dict
-from dive.data import (BeirDataset, Embeddings, MiningConfig, Split, SplitConfig, TrainSet, load_beir,
+from dive.data import (BeirDataset, Embeddings, EvalSet, MiningConfig, Split, SplitConfig, TrainSet, load_beir,
                        make_splits, resolve_dataset)
 from dive.data.splits import TRANSDUCTIVE_LABEL, positive_only
 from dive.encode import EncodeConfig, embed_dataset, load_embeddings
@@ -84,10 +84,9 @@ def _fit_split(spec: ExperimentSpec, dataset: BeirDataset, embeddings: Embedding
     return method, train_set.n_triplets, time.perf_counter() - started
 
 
-def _score_split(spec: ExperimentSpec, embeddings: Embeddings, split: Split, method: Method,
-                 codec: CodecChoice) -> dict[str, Any]:
-    """Metrics on ``split.test`` of ``method`` followed by ``codec`` (fitted here on the corpus)."""
-    test_set = embeddings.eval_set(split.test)
+def _score_split(spec: ExperimentSpec, embeddings: Embeddings, split: Split, test_set: EvalSet,
+                 frozen: dict[str, float], method: Method, codec: CodecChoice) -> dict[str, Any]:
+    """Metrics on ``test_set`` of ``method`` followed by ``codec`` (fitted here on the corpus)."""
     pipeline = Pipeline(method)
     started = time.perf_counter()
     if isinstance(codec, Codec):
@@ -96,7 +95,6 @@ def _score_split(spec: ExperimentSpec, embeddings: Embeddings, split: Split, met
         pipeline.fit_codec(create_codec(codec[0], **codec[1]), embeddings.doc_vectors)
     codec_seconds = time.perf_counter() - started
     metrics = pipeline.evaluate(test_set, spec.ks)
-    frozen = evaluate_method(None, test_set, spec.ks)
     return {
         "split": split.name,
         "n_train_queries": len(split.train),
@@ -148,8 +146,10 @@ def run_cells(spec: ExperimentSpec, codecs: list[CodecChoice], data: tuple[BeirD
     for split in make_splits(dataset, spec.protocol, spec.split):
         log.info("%s %s: %s on split %s", dataset.name, spec.protocol, spec.method, split.name)
         method, n_triplets, train_seconds = _fit_split(spec, dataset, embeddings, split, fitted)
+        test_set = embeddings.eval_set(split.test)
+        frozen = evaluate_method(None, test_set, spec.ks)
         for folds, codec in zip(folds_by_codec, codecs):
-            fold = _score_split(spec, embeddings, split, method, codec)
+            fold = _score_split(spec, embeddings, split, test_set, frozen, method, codec)
             folds.append({**fold, "n_train_triplets": n_triplets, "train_seconds": train_seconds})
     # The codecs share one fit: each record carries an equal share of the wall time, so sums stay true.
     shared = {"threads": threads, "wall_seconds": (time.perf_counter() - wall_started) / len(codecs)}

@@ -84,11 +84,16 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines + [""]
 
 
+def _present(results: Results, protocol: str, dim: int, methods: Iterable[str]) -> tuple[list[str], list[str]]:
+    """The protocol's datasets, and those of ``methods`` with at least one record at ``dim``."""
+    datasets = results.sorted_set("dataset", protocol=protocol)
+    return datasets, [m for m in methods if any(results.cells.get((protocol, d, m, dim)) for d in datasets)]
+
+
 def metric_table(results: Results, protocol: str, dim: int, methods: Iterable[str], key: str = "metrics",
                  metric: str = "ndcg@10", digits: int = 4) -> list[str]:
     """Rows = datasets, columns = frozen (full dim) + ``methods``; best compressed cell in bold."""
-    datasets = results.sorted_set("dataset", protocol=protocol)
-    present = [m for m in methods if any(results.cells.get((protocol, d, m, dim)) for d in datasets)]
+    datasets, present = _present(results, protocol, dim, methods)
     if not present:
         return []
     rows = []
@@ -108,8 +113,7 @@ def metric_table(results: Results, protocol: str, dim: int, methods: Iterable[st
 
 
 def time_table(results: Results, protocol: str, dim: int, methods: Iterable[str]) -> list[str]:
-    datasets = results.sorted_set("dataset", protocol=protocol)
-    present = [m for m in methods if any(results.cells.get((protocol, d, m, dim)) for d in datasets)]
+    datasets, present = _present(results, protocol, dim, methods)
     rows = [[dataset, *[mean_std(results.values(protocol, dataset, m, dim, "train_seconds"), 1) for m in present]]
             for dataset in datasets]
     return _table(["dataset", *present], rows) if present else []

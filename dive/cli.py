@@ -184,25 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _parse_value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def _assignments(items: list[str], flag: str) -> dict[str, Any]:
-    settings = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise DiveError(f"{flag} expects NAME=VALUE, got {item!r}")
-        settings[name.strip()] = _parse_value(value)
-    return settings
-
-
 def _codec_settings(args: argparse.Namespace) -> dict[str, Any]:
-    settings = _assignments(args.codec_set, "--codec-set")
+    from dive.config import parse_assignments
+
+    settings = parse_assignments(args.codec_set, "--codec-set")
     if args.rescore is not None:
         if args.codec != "binary":
             raise DiveError("--rescore applies to --codec binary only")
@@ -213,7 +198,7 @@ def _codec_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    from dive.config import read_config_file
+    from dive.config import parse_assignments, read_config_file
 
     overrides: dict[str, Any] = read_config_file(args.config) if args.config else {}
     overrides.pop("dim", None)
@@ -229,7 +214,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     for flag in ("margin", "lambda_contrast", "temperature", "heads", "hidden"):
         if getattr(args, flag) is not None:
             overrides[flag] = getattr(args, flag)
-    overrides.update(_assignments(args.set, "--set"))
+    overrides.update(parse_assignments(args.set, "--set"))
     if train:
         overrides["train"] = train
     return overrides

@@ -16,6 +16,7 @@ from itertools import product
 from pathlib import Path
 from typing import Any, Iterator
 
+from dive.config import parse_assignments
 from dive.data import MiningConfig, SplitConfig
 from dive.encode import EncodeConfig
 from dive.errors import DiveError
@@ -84,16 +85,7 @@ def parse_codec(label: str) -> CodecChoice:
     if name == "none":
         return None
     codec_class(name)
-    settings = {}
-    for item in filter(None, settings_text.split("+")):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise DiveError(f"codec {label!r}: expected name:key=value+key=value, got {item!r}")
-        try:
-            settings[key] = json.loads(value)
-        except json.JSONDecodeError:
-            settings[key] = value
-    return name, settings
+    return name, parse_assignments(list(filter(None, settings_text.split("+"))), f"codec {label!r}")
 
 
 def cell_key(record: dict[str, Any]) -> tuple:

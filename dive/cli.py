@@ -28,6 +28,7 @@ EPILOG = """examples:
   dive reproduce --preset quick --out runs/demo
   dive tune --dataset scifact --dim 128 --trials 10 --out tuned.json && dive train ... --config tuned.json
   dive compress --pipeline runs/scifact-dive-128-heldout-seed0 --input vectors.npy --output small.npy
+  dive export --pipeline runs/scifact-dive-128-heldout-seed0 --format onnx --out dive128.onnx
   dive methods
 
 data: --dataset NAME is looked up under --data-dir, then $DIVE_DATA_DIR, then the user cache;
@@ -168,17 +169,19 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     export = commands.add_parser(
-        "export", help="export a saved pipeline as a sentence-transformers model that encodes to compressed vectors",
-        description="Copy the frozen model folder and append the fitted method, so that "
+        "export", help="export a saved pipeline as an ONNX graph or a sentence-transformers model",
+        description="sentence-transformers: copy the frozen model folder and append the fitted method, so that "
                     "SentenceTransformer(OUT).encode(texts) returns the compressed vectors. DIVE, PCA, truncate and "
                     "the autoencoder become standard Dense + Normalize modules (no custom code); residual adapters "
-                    "need dive installed and trust_remote_code=True.")
+                    "need dive installed and trust_remote_code=True. onnx: write the adapter alone as OUT.onnx "
+                    "(input 'embeddings' [batch, input_dim] frozen vectors, output 'compressed' [batch, dim]), "
+                    "kept only if ONNX Runtime matches the pipeline within 1e-5. The codec is not exported.")
     export.add_argument("--pipeline", required=True, help="folder saved by `dive train --out`")
-    export.add_argument("--format", choices=["sentence-transformers"], default="sentence-transformers",
+    export.add_argument("--format", choices=["sentence-transformers", "onnx"], default="sentence-transformers",
                         help="export format (default sentence-transformers)")
-    export.add_argument("--model", help="the frozen model folder the pipeline was trained on "
-                                        "(default: the packaged all-MiniLM-L6-v2)")
-    export.add_argument("--out", required=True, help="new folder to write")
+    export.add_argument("--model", help="sentence-transformers only: the frozen model folder the pipeline was "
+                                        "trained on (default: the packaged all-MiniLM-L6-v2)")
+    export.add_argument("--out", required=True, help="new folder (sentence-transformers) or .onnx file to write")
 
     commands.add_parser("methods", help="list the compression methods with a summary and their paper")
     return parser
@@ -352,10 +355,14 @@ def cmd_compress(args: argparse.Namespace) -> None:
 
 def cmd_export(args: argparse.Namespace) -> None:
     from dive.encode import model_path
-    from dive.export import export_sentence_transformers
+    from dive.export import export_onnx, export_sentence_transformers
     from dive.pipeline import Pipeline
 
-    folder = export_sentence_transformers(Pipeline.load(args.pipeline), model_path(args.model), args.out)
+    pipeline = Pipeline.load(args.pipeline)
+    if args.format == "onnx":
+        print(json.dumps(export_onnx(pipeline, args.out)))
+        return
+    folder = export_sentence_transformers(pipeline, model_path(args.model), args.out)
     print(f"wrote {folder}: SentenceTransformer({str(folder)!r}).encode(texts) gives the compressed vectors")
 
 

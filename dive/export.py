@@ -1,5 +1,9 @@
 """Export a fitted pipeline for the systems people use.
 
+``onnx``: the method's inference map (``[n, input_dim]`` frozen vectors in, ``[n, dim]`` unit
+vectors out, any batch size) as one ONNX graph, checked against the pipeline's own output with
+ONNX Runtime before the file is kept.
+
 ``sentence-transformers``: a copy of the frozen model folder with the fitted method appended,
 so ``SentenceTransformer(path).encode(texts)`` returns the compressed vectors directly.
 
@@ -19,15 +23,23 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
 from dive.errors import DiveError
 from dive.methods import Method, load_method
 from dive.pipeline import Pipeline
+from dive.utils import atomic_path, require
 
 MODULE_FOLDER = "dive_adapter"
+ONNX_OPSET = 18
+ONNX_TOLERANCE = 1e-5
+"""Largest absolute difference allowed between ONNX Runtime's and the pipeline's output."""
+ONNX_CHECK_ROWS = 256
 
 
 class DiveAdapter(torch.nn.Module):
@@ -36,11 +48,10 @@ class DiveAdapter(torch.nn.Module):
     def __init__(self, method: Method):
         super().__init__()
         self.method = method
+        self.inference = method.inference_module()
 
     def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        embeddings = features["sentence_embedding"]
-        compressed = self.method.transform(embeddings.detach().float().cpu().numpy())
-        features["sentence_embedding"] = torch.from_numpy(compressed).to(embeddings.device)
+        features["sentence_embedding"] = self.inference(features["sentence_embedding"].float())
         return features
 
     def get_sentence_embedding_dimension(self) -> int:
@@ -100,3 +111,48 @@ def export_sentence_transformers(pipeline: Pipeline, model_folder: str | Path, o
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return out
+
+
+def export_onnx(pipeline: Pipeline, out: str | Path, check_vectors: np.ndarray | None = None,
+                seed: int = 0) -> dict[str, Any]:
+    """Write the pipeline's method to ``out`` as ONNX (input ``embeddings`` ``[batch, input_dim]``,
+    output ``compressed`` ``[batch, dim]``) and check it with ONNX Runtime.
+
+    The check runs ``check_vectors`` (default: ``ONNX_CHECK_ROWS`` random unit vectors) through
+    both ONNX Runtime and ``pipeline.transform``; if they differ by more than ``ONNX_TOLERANCE``
+    no file is left. The codec, if any, is not part of the graph. Returns the file and the
+    measured maximum difference.
+    """
+    method = pipeline.method
+    module = method.inference_module()
+    if check_vectors is None:
+        check_vectors = np.random.default_rng(seed).standard_normal((ONNX_CHECK_ROWS, method.input_dim))
+        check_vectors = (check_vectors / np.linalg.norm(check_vectors, axis=1, keepdims=True)).astype(np.float32)
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        _write_onnx(module, method.input_dim, tmp)
+        max_difference = float(np.abs(_run_onnx(tmp, check_vectors) - pipeline.transform(check_vectors)).max())
+        if not max_difference <= ONNX_TOLERANCE:
+            raise DiveError(f"{out}: ONNX output differs from torch by {max_difference:.2e} "
+                            f"(> {ONNX_TOLERANCE:g}); nothing written")
+    return {"output": str(out), "format": "onnx", "opset": ONNX_OPSET, "input": "embeddings",
+            "output_name": "compressed", "checked_rows": len(check_vectors), "max_abs_difference": max_difference,
+            **pipeline.describe()}
+
+
+def _write_onnx(module: torch.nn.Module, input_dim: int, path: Path) -> None:
+    require("onnxscript", "onnx")  # torch's ONNX exporter needs it
+    example = torch.nn.functional.normalize(torch.ones(2, input_dim), dim=1)
+    batch = torch.export.Dim("batch", min=1)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(module, (example,), input_names=["embeddings"], output_names=["compressed"],
+                                    dynamic_shapes=({0: batch},), opset_version=ONNX_OPSET, dynamo=True,
+                                    verbose=False)
+    program.save(str(path), external_data=False)
+
+
+def _run_onnx(path: Path, vectors: np.ndarray) -> np.ndarray:
+    onnxruntime = require("onnxruntime", "onnx")
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(["compressed"], {"embeddings": vectors.astype(np.float32)})[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import platform
@@ -11,6 +12,7 @@ import tempfile
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
+from types import ModuleType
 from typing import Iterator
 
 import numpy as np
@@ -71,6 +73,16 @@ def versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return found
+
+
+def require(module: str, extra: str) -> ModuleType:
+    """Import an optional dependency, or fail with the install command that provides it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        from dive.errors import DiveError
+
+        raise DiveError(f"this needs {module.split('.')[0]}: pip install 'dive-compress[{extra}]'") from None
 
 
 def configure_threads() -> int:

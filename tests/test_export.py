@@ -4,7 +4,7 @@ import pytest
 from dive.data import MiningConfig, TrainSet, build_sampler
 from dive.encode import default_model_path, encode_texts
 from dive.errors import DiveError
-from dive.export import export_sentence_transformers
+from dive.export import ONNX_TOLERANCE, export_onnx, export_sentence_transformers
 from dive.methods import create_method
 from dive.pipeline import Pipeline
 from helpers import random_unit
@@ -23,9 +23,28 @@ def train_set_384():
 
 def fitted(name):
     settings = {"dim": 16}
+    if name in ("dive", "matryoshka-adaptor", "search-adaptor", "smec", "autoencoder"):
+        settings["train"] = {"epochs": 2, "batch_size": 32, "progress": False}
     if name in ("dive", "matryoshka-adaptor", "autoencoder"):
-        settings.update(hidden=64, train={"epochs": 2, "batch_size": 32, "progress": False})
+        settings["hidden"] = 64
     return create_method(name, **settings).fit(train_set_384())
+
+
+ALL_METHODS = ["dive", "pca", "truncate", "autoencoder", "frozen", "matryoshka-adaptor", "search-adaptor", "smec"]
+
+
+@pytest.mark.parametrize("name", ALL_METHODS)
+def test_onnx_export_matches_the_pipeline_on_real_embeddings(tmp_path, frozen_texts, name):
+    import onnxruntime
+
+    pipeline = Pipeline(fitted(name))
+    summary = export_onnx(pipeline, tmp_path / "adapter.onnx")
+    assert summary["max_abs_difference"] <= ONNX_TOLERANCE
+    session = onnxruntime.InferenceSession(str(tmp_path / "adapter.onnx"), providers=["CPUExecutionProvider"])
+    for batch in (frozen_texts, frozen_texts[:1]):  # any batch size
+        (onnx_output,) = session.run(["compressed"], {"embeddings": batch})
+        assert onnx_output.shape == (len(batch), pipeline.method.output_dim)
+        np.testing.assert_allclose(onnx_output, pipeline.transform(batch), atol=ONNX_TOLERANCE, rtol=0)
 
 
 @pytest.fixture(scope="module")
@@ -67,3 +86,25 @@ def test_cli_export_writes_a_loadable_folder(tmp_path, capsys, frozen_texts):
     assert "SentenceTransformer(" in capsys.readouterr().out
     model = SentenceTransformer(str(tmp_path / "st"), device="cpu", local_files_only=True)
     assert model.encode(TEXTS, convert_to_numpy=True).shape == (3, 16)
+
+
+def test_cli_onnx_export_reports_the_check(tmp_path, capsys):
+    import json
+
+    from dive.cli import main
+
+    Pipeline(fitted("dive")).save(tmp_path / "pipeline")
+    out = tmp_path / "dive16.onnx"
+    assert main(["export", "--pipeline", str(tmp_path / "pipeline"), "--format", "onnx", "--out", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["dim"] == 16 and summary["max_abs_difference"] <= ONNX_TOLERANCE and out.exists()
+    assert [path.name for path in tmp_path.iterdir() if path.name.startswith(".")] == []  # no temp file left
+
+
+def test_onnx_export_that_fails_its_check_leaves_no_file(tmp_path, monkeypatch):
+    import dive.export
+
+    monkeypatch.setattr(dive.export, "ONNX_TOLERANCE", -1.0)  # no graph can pass
+    with pytest.raises(DiveError, match="ONNX output differs from torch"):
+        export_onnx(Pipeline(fitted("pca")), tmp_path / "pca.onnx")
+    assert list(tmp_path.iterdir()) == []

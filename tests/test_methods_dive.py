@@ -146,7 +146,7 @@ def test_load_refuses_altered_or_missing_weights_and_pickles(tmp_path):
 
 def test_bad_inputs_fail_clearly():
     train_set = toy_train_set()
-    with pytest.raises(DiveError, match="before transform"):
+    with pytest.raises(DiveError, match="not fitted"):
         small_dive().transform(train_set.doc_vectors)
     method = small_dive(train={"epochs": 1, "batch_size": 32, "progress": False}).fit(train_set)
     with pytest.raises(DiveError, match="dimension 8 does not match the expected 16"):

@@ -13,7 +13,9 @@ from typing import Any, ClassVar, Iterator
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from dive.config import from_dict, to_dict
 from dive.data.sets import TrainSet, check_vectors
@@ -29,6 +31,37 @@ TRANSFORM_BATCH = 4096
 
 LinearLayer = tuple[torch.Tensor, torch.Tensor, bool]
 """One ``activation(x @ weight.T + bias)`` step: (weight [out, in], bias [out], ReLU after it?)."""
+
+
+class LinearChain(nn.Module):
+    """``norm(step_n(... step_1(x)))`` with ``step = [ReLU](x @ weight.T + bias)``: the torch form of
+    :meth:`Method.linear_layers`, used for exports and fast inference."""
+
+    def __init__(self, layers: list[LinearLayer]):
+        super().__init__()
+        steps: list[nn.Module] = []
+        for weight, bias, relu in layers:
+            linear = nn.Linear(weight.shape[1], weight.shape[0])
+            with torch.no_grad():
+                linear.weight.copy_(weight)
+                linear.bias.copy_(bias)
+            steps.extend([linear, nn.ReLU()] if relu else [linear])
+        self.net = nn.Sequential(*steps)
+
+    def forward(self, vectors: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.net(vectors), dim=1)
+
+
+class AdapterEncoder(nn.Module):
+    """A torch adapter's :meth:`TorchAdapter.encode` as a module (for maps that are not linear chains)."""
+
+    def __init__(self, adapter: "TorchAdapter"):
+        super().__init__()
+        self.module = adapter.module
+        self._encode = adapter.encode
+
+    def forward(self, vectors: torch.Tensor) -> torch.Tensor:
+        return self._encode(vectors)
 
 
 def l2_normalize(vectors: np.ndarray) -> np.ndarray:
@@ -64,6 +97,10 @@ class Method(ABC):
     def is_fitted(self) -> bool:
         return self.input_dim is not None
 
+    def check_fitted(self, action: str) -> None:
+        if not self.is_fitted:
+            raise DiveError(f"{self.name}: {action}, the method is not fitted (call fit() or load a fitted one)")
+
     def fit(self, train_set: TrainSet) -> "Method":
         if self.supervised and train_set.n_triplets == 0:
             raise DiveError(f"{self.name} needs labelled query-document pairs, and the training set has none")
@@ -74,8 +111,7 @@ class Method(ABC):
 
     def transform(self, vectors: np.ndarray) -> np.ndarray:
         """Compress ``[n, input_dim]`` vectors to ``[n, output_dim]`` unit vectors (float32)."""
-        if not self.is_fitted:
-            raise DiveError(f"{self.name}: call fit() (or load a fitted method) before transform()")
+        self.check_fitted("cannot transform")
         vectors = check_vectors(vectors, "vectors to transform", dim=self.input_dim)
         return self._transform(vectors)
 
@@ -101,13 +137,21 @@ class Method(ABC):
         """
         return None
 
+    def inference_module(self) -> nn.Module:
+        """``transform`` as an eval-mode torch module, ``[n, input_dim] -> [n, output_dim]`` unit rows,
+        for exports (ONNX, sentence-transformers) and batched inference."""
+        self.check_fitted("nothing to export")
+        layers = self.linear_layers()
+        if layers is None:
+            raise DiveError(f"{self.name}: has no torch form to export")
+        return LinearChain(layers).eval()
+
     def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         """Restore the fitted state from :meth:`tensors`' output."""
 
     def save(self, directory: str | Path) -> Path:
         """Write ``config.json`` + ``weights.safetensors`` into ``directory``, each atomically."""
-        if not self.is_fitted:
-            raise DiveError(f"{self.name}: nothing to save, the method is not fitted")
+        self.check_fitted("nothing to save")
         tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in self.tensors().items()}
         return write_saved(directory, FORMAT, WEIGHTS_FILE,
                            lambda tmp: save_file(tensors, str(tmp), metadata={"format": FORMAT, "method": self.name}),
@@ -151,6 +195,13 @@ class TorchAdapter(Method):
     def encode(self, vectors: torch.Tensor) -> torch.Tensor:
         """Inference output for a batch of frozen vectors (unit rows of ``output_dim``)."""
         return self.module(vectors)
+
+    def inference_module(self) -> nn.Module:
+        """The linear chain when there is one (BatchNorm folded, unused heads dropped), else ``encode``."""
+        self.check_fitted("nothing to export")
+        if self.linear_layers() is None:
+            return AdapterEncoder(self).eval()
+        return super().inference_module()
 
     def epoch_batches(self, train_set: TrainSet, rng: np.random.Generator) -> Iterator[Batch]:
         queries = torch.from_numpy(train_set.query_vectors)

@@ -126,6 +126,18 @@ class SmecAdapter(nn.Module):
         return F.normalize(kept, dim=1)
 
 
+class SmecInference(nn.Module):
+    """Inference ``norm(f(x)[I_k])`` with the kept indices fixed (exportable: no sort in the graph)."""
+
+    def __init__(self, residual: ResidualMLP, kept: torch.Tensor):
+        super().__init__()
+        self.residual = residual
+        self.register_buffer("kept", kept)
+
+    def forward(self, vectors: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.residual(vectors).index_select(1, self.kept), dim=1)
+
+
 class Memory:
     """S-XBM: a FIFO ring buffer of the last ``size`` frozen vectors (no gradient)."""
 
@@ -165,6 +177,10 @@ class Smec(TorchAdapter):
 
     def encode(self, vectors: torch.Tensor) -> torch.Tensor:
         return self.module(vectors, self.output_dim)
+
+    def inference_module(self) -> nn.Module:
+        self.check_fitted("nothing to export")
+        return SmecInference(self.module.residual, self.module.kept(self.output_dim)).eval()
 
     def _fit(self, train_set: TrainSet) -> None:
         """One :func:`train_adapter` call per SMRL stage; history records carry ``stage_width``."""

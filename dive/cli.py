@@ -158,14 +158,26 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--trials", type=int, default=10, help="number of settings tried (default 10)")
 
     compress = commands.add_parser(
-        "compress", help="apply a saved pipeline to a .npy file of vectors, streaming in chunks",
-        description="Stream VECTORS.npy ([n, d] float) through a saved pipeline into OUTPUT.npy (float32 "
-                    "vectors, or codec codes). Memory is bounded by --chunk-rows; the output appears only "
-                    "when complete, so a crash or Ctrl-C leaves no partial file.")
+        "compress", help="apply a saved pipeline to a .npy or Parquet file of vectors, streaming in chunks",
+        description="Stream INPUT (.npy [n, d] floats, or Parquet with a column of float lists) through a saved "
+                    "pipeline into OUTPUT (.npy or .parquet; float32 vectors, or codec codes). Parquet outputs keep "
+                    "the input's other columns (ids). Memory is bounded by --chunk-rows; the output appears only "
+                    "when complete, so a crash or Ctrl-C leaves no partial file. --engine ray runs the same job "
+                    "over a Parquet file or folder with Ray Data (a local instance, or the cluster at "
+                    "--ray-address) and writes a Parquet folder.")
     compress.add_argument("--pipeline", required=True, help="folder saved by `dive train --out`")
-    compress.add_argument("--input", required=True, help="[n, d] .npy file of frozen vectors")
-    compress.add_argument("--output", required=True, help=".npy file to write")
-    compress.add_argument("--chunk-rows", type=int, default=65536, help="rows per chunk (default 65536)")
+    compress.add_argument("--input", required=True, help=".npy or .parquet file of frozen vectors "
+                                                         "(with --engine ray: Parquet file, folder or URI)")
+    compress.add_argument("--output", required=True, help=".npy or .parquet file to write "
+                                                          "(with --engine ray: a new Parquet folder or URI)")
+    compress.add_argument("--column", help="Parquet vector column (default: the first of embedding, embeddings, "
+                                           "vector, vectors)")
+    compress.add_argument("--chunk-rows", type=int, default=65536, help="rows per chunk or Ray batch (default 65536)")
+    compress.add_argument("--engine", choices=["local", "ray"], default="local",
+                          help="local (default): one process; ray: Ray Data map_batches")
+    compress.add_argument("--ray-address", help="Ray cluster to use, e.g. auto or ray://head:10001 "
+                                                "(default: start a local instance)")
+    compress.add_argument("--workers", type=int, default=1, help="Ray workers, one pipeline copy each (default 1)")
     compress.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     export = commands.add_parser(
@@ -344,12 +356,17 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
 
 
 def cmd_compress(args: argparse.Namespace) -> None:
-    from dive.pipeline import Pipeline, compress_file
+    from dive.compress import compress_file, compress_with_ray
+    from dive.pipeline import Pipeline
 
-    if args.chunk_rows < 1:
-        raise DiveError("--chunk-rows must be at least 1")
-    summary = compress_file(Pipeline.load(args.pipeline), args.input, args.output, args.chunk_rows,
-                            progress=not args.no_progress)
+    if args.chunk_rows < 1 or args.workers < 1:
+        raise DiveError("--chunk-rows and --workers must be at least 1")
+    if args.engine == "ray":
+        summary = compress_with_ray(args.pipeline, args.input, args.output, column=args.column or "embedding",
+                                    batch_rows=args.chunk_rows, workers=args.workers, address=args.ray_address)
+    else:
+        summary = compress_file(Pipeline.load(args.pipeline), args.input, args.output, args.chunk_rows,
+                                column=args.column, progress=not args.no_progress)
     print(json.dumps(summary))
 
 

@@ -48,6 +48,15 @@ def _data_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--device", default="cpu", help="cpu or cuda (encoding and training; default cpu)")
 
 
+def _ray_arguments(parser: argparse.ArgumentParser, copies: str) -> None:
+    group = parser.add_argument_group("engine")
+    group.add_argument("--engine", choices=["local", "ray"], default="local",
+                       help="local (default): this process; ray: Ray Data map_batches")
+    group.add_argument("--ray-address", help="Ray cluster, e.g. auto or ray://head:10001 (default: a local instance)")
+    group.add_argument("--workers", type=int, default=1,
+                       help=f"Ray workers ({copies}); keep below the cluster's CPUs (default 1)")
+
+
 def _protocol_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("protocol and evaluation")
     group.add_argument("--protocol", choices=["heldout", "paper"], default="heldout",
@@ -99,9 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     embed = commands.add_parser("embed", help="encode a dataset into frozen embeddings (cached)",
-                                description="Encode a dataset's corpus and queries and write them as .npy + id files.")
+                                description="Encode a dataset's corpus and queries and write them as .npy + id files. "
+                                            "--engine ray spreads the encoding over Ray workers (a local instance, "
+                                            "or the cluster at --ray-address; every node needs the model folder).")
     _data_arguments(embed)
     embed.add_argument("--out", required=True, help="folder to write corpus.npy, corpus_ids.txt, queries.npy, query_ids.txt")
+    _ray_arguments(embed, "model copies")
 
     train = commands.add_parser("train", help="fit a compression method, save it, and evaluate it",
                                 description="Fit a method on a dataset's training queries, save it to --out and "
@@ -173,11 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("--column", help="Parquet vector column (default: the first of embedding, embeddings, "
                                            "vector, vectors)")
     compress.add_argument("--chunk-rows", type=int, default=65536, help="rows per chunk or Ray batch (default 65536)")
-    compress.add_argument("--engine", choices=["local", "ray"], default="local",
-                          help="local (default): one process; ray: Ray Data map_batches")
-    compress.add_argument("--ray-address", help="Ray cluster to use, e.g. auto or ray://head:10001 "
-                                                "(default: start a local instance)")
-    compress.add_argument("--workers", type=int, default=1, help="Ray workers, one pipeline copy each (default 1)")
+    _ray_arguments(compress, "pipeline copies")
     compress.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     export = commands.add_parser(
@@ -239,7 +247,8 @@ def _encode_config(args: argparse.Namespace):
     from dive.encode import EncodeConfig
 
     return EncodeConfig(model=args.model, batch_size=args.encode_batch_size, device=args.device,
-                        use_cache=not args.no_cache)
+                        use_cache=not args.no_cache, engine=getattr(args, "engine", "local"),
+                        ray_address=getattr(args, "ray_address", None), ray_workers=getattr(args, "workers", 1))
 
 
 def _spec(args: argparse.Namespace, method: str, overrides: dict[str, Any] | None = None):

@@ -22,6 +22,7 @@ import numpy as np
 from dive.data.sets import check_vectors
 from dive.errors import DiveError
 from dive.pipeline import Pipeline
+from dive.distributed import start_ray
 from dive.utils import atomic_path, require
 
 DEFAULT_CHUNK_ROWS = 65536
@@ -250,30 +251,21 @@ class _RayCompressor:
 
 
 def compress_with_ray(pipeline_dir: str | Path, input_path: str, output_path: str, column: str = "embedding",
-                      batch_rows: int = DEFAULT_CHUNK_ROWS, workers: int | None = None,
+                      batch_rows: int = DEFAULT_CHUNK_ROWS, workers: int = 1,
                       address: str | None = None) -> dict[str, Any]:
     """Compress a Parquet dataset (file, folder or ``s3://``-style URI) with Ray Data into a Parquet folder.
 
-    Runs on the Ray cluster at ``address`` (``"auto"``, ``ray://host:10001``; default: a
-    running or new local instance). Row order is preserved. A local output folder appears only
+    Runs on the Ray cluster at ``address`` (see :mod:`dive.distributed`) with ``workers``
+    copies of the pipeline. Row order is preserved. A local output folder appears only
     when complete; remote outputs are written in place by Ray.
     """
-    ray = require("ray", "ray")
     pipeline = Pipeline.load(pipeline_dir)  # fail fast on the driver, before any worker starts
     if pipeline.codec is not None and pipeline.codec.name == "lossless":
         raise DiveError("the lossless codec codes a whole matrix, not rows: it cannot run per batch")
     remote_output = "://" in str(output_path)
     if not remote_output and Path(output_path).exists():
         raise DiveError(f"{output_path}: already exists; choose a new folder")
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    workers = workers or 1
-    cpus = int(ray.cluster_resources().get("CPU", 0))
-    if workers >= cpus:
-        raise DiveError(f"{workers} Ray workers leave none of the cluster's {cpus} CPUs for reading the input "
-                        f"(Ray Data would wait forever); use at most {max(cpus - 1, 0)}")
-    context = ray.data.DataContext.get_current()
-    context.execution_options.preserve_order = True
+    ray = start_ray(address, workers)
     dataset = ray.data.read_parquet(str(input_path))
     if column not in dataset.schema().names:
         raise DiveError(f"{input_path}: no column {column!r} (columns: {', '.join(dataset.schema().names)})")

@@ -40,12 +40,22 @@ class EncodeConfig:
             for short queries; 64 is a good CPU trade-off).
         device: ``cpu`` or ``cuda``.
         use_cache: read and write the on-disk embedding cache.
+        engine: ``local`` (this process) or ``ray`` (Ray Data ``map_batches`` over ``ray_workers``
+            model copies, on a local instance or the cluster at ``ray_address``; see
+            :mod:`dive.distributed`). Both give the same vectors and share the cache.
     """
 
     model: str | None = None
     batch_size: int = 64
     device: str = "cpu"
     use_cache: bool = True
+    engine: str = "local"
+    ray_address: str | None = None
+    ray_workers: int = 1
+
+    def __post_init__(self) -> None:
+        if self.engine not in ("local", "ray"):
+            raise DiveError(f"unknown encode engine {self.engine!r}; expected local or ray")
 
 
 def default_model_path() -> Path:
@@ -76,16 +86,61 @@ def model_fingerprint(path: Path) -> str:
 
 def encode_texts(texts: list[str], config: EncodeConfig = EncodeConfig(), desc: str = "encode") -> np.ndarray:
     """Encode ``texts`` into L2-normalised float32 vectors, batched, with a progress bar."""
-    from sentence_transformers import SentenceTransformer
+    log.info("%s: %d texts with %s (%s)", desc, len(texts), model_path(config.model), config.engine)
+    if config.engine == "ray":
+        return _encode_with_ray(texts, config, desc)
+    return TextEncoder(str(model_path(config.model)), config.batch_size, config.device)(texts, progress=True)
 
-    from dive.utils import configure_threads
 
-    configure_threads()
-    log.info("%s: %d texts with %s", desc, len(texts), model_path(config.model))
-    model = SentenceTransformer(str(model_path(config.model)), device=config.device, local_files_only=True)
-    vectors = model.encode(texts, batch_size=config.batch_size, normalize_embeddings=True,
-                           convert_to_numpy=True, show_progress_bar=True)
-    return np.ascontiguousarray(vectors, dtype=np.float32)
+class TextEncoder:
+    """A loaded sentence-transformers model: texts -> unit float32 vectors."""
+
+    def __init__(self, model: str, batch_size: int, device: str):
+        from sentence_transformers import SentenceTransformer
+
+        from dive.utils import configure_threads
+
+        configure_threads()
+        self.model = SentenceTransformer(model, device=device, local_files_only=True)
+        self.batch_size = batch_size
+
+    def __call__(self, texts: list[str], progress: bool = False) -> np.ndarray:
+        vectors = self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
+                                    convert_to_numpy=True, show_progress_bar=progress)
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+class _RayTextEncoder(TextEncoder):
+    """Ray Data ``map_batches`` callable: one model per worker; keeps each text's row number."""
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:  # type: ignore[override]
+        return {"row": batch["row"], "vector": super().__call__([str(text) for text in batch["text"]])}
+
+
+RAY_BATCH_TEXTS = 1024
+"""Texts per Ray task: enough to amortise scheduling, small enough to spread over workers."""
+
+
+def _encode_with_ray(texts: list[str], config: EncodeConfig, desc: str) -> np.ndarray:
+    from tqdm.auto import tqdm
+
+    from dive.distributed import start_ray
+
+    ray = start_ray(config.ray_address, config.ray_workers)
+    rows = ray.data.from_items([{"row": row, "text": text} for row, text in enumerate(texts)])
+    encoded = rows.map_batches(_RayTextEncoder, batch_format="numpy", batch_size=RAY_BATCH_TEXTS,
+                               concurrency=config.ray_workers,
+                               fn_constructor_args=(str(model_path(config.model)), config.batch_size, config.device))
+    vectors: np.ndarray | None = None
+    with tqdm(total=len(texts), unit="text", desc=desc) as bar:
+        for batch in encoded.iter_batches(batch_format="numpy", batch_size=None):
+            if vectors is None:
+                vectors = np.empty((len(texts), batch["vector"].shape[1]), dtype=np.float32)
+            vectors[batch["row"]] = batch["vector"]
+            bar.update(len(batch["row"]))
+    if vectors is None:
+        raise DiveError(f"{desc}: nothing to encode")
+    return vectors
 
 
 def _cached(texts: list[str], content_hash: str, kind: str, config: EncodeConfig) -> np.ndarray:

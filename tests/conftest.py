@@ -44,3 +44,12 @@ def cranfield():
 
     dataset = load_beir(require_shared_data("cranfield"))
     return dataset, embed_dataset(dataset)
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    """One local Ray instance (2 logical CPUs) for every Ray test of the session."""
+    ray = pytest.importorskip("ray") if os.environ.get("CI", "").lower() != "true" else __import__("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()

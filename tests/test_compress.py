@@ -117,15 +117,6 @@ def test_bad_parquet_inputs_fail_clearly_and_write_nothing(tmp_path):
     assert not [path for path in tmp_path.iterdir() if path.name.startswith((".out", "out"))]
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield
-    ray.shutdown()
-
-
 def test_ray_engine_equals_the_single_process_result_on_real_vectors(tmp_path, local_ray, scifact):
     from dive.cli import main
     from dive.data import TrainSet

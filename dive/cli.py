@@ -29,6 +29,8 @@ EPILOG = """examples:
   dive tune --dataset scifact --dim 128 --trials 10 --out tuned.json && dive train ... --config tuned.json
   dive compress --pipeline runs/scifact-dive-128-heldout-seed0 --input vectors.npy --output small.npy
   dive export --pipeline runs/scifact-dive-128-heldout-seed0 --format onnx --out dive128.onnx
+  dive index --pipeline runs/scifact-dive-128-heldout-seed0 --dataset scifact --out scifact.faiss
+  dive search --index scifact.faiss --query "vitamin D and bone fractures"
   dive methods
 
 data: --dataset NAME is looked up under --data-dir, then $DIVE_DATA_DIR, then the user cache;
@@ -202,6 +204,24 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--model", help="sentence-transformers only: the frozen model folder the pipeline was "
                                         "trained on (default: the packaged all-MiniLM-L6-v2)")
     export.add_argument("--out", required=True, help="new folder (sentence-transformers) or .onnx file to write")
+
+    index = commands.add_parser(
+        "index", help="build a faiss index of a dataset's corpus compressed by a saved pipeline",
+        description="Encode (or load cached) corpus vectors, compress them with the pipeline and write a faiss "
+                    "index that ranks like dive's evaluation (IndexFlatIP, IndexScalarQuantizer for float16/int8, "
+                    "IndexPQ, IndexBinaryFlat for binary without rescoring), plus OUT.json with the document ids "
+                    "and a checksum. Query it with `dive search`.")
+    _data_arguments(index)
+    index.add_argument("--pipeline", required=True, help="folder saved by `dive train --out`")
+    index.add_argument("--out", required=True, help="faiss index file to write (OUT.json is written beside it)")
+
+    search = commands.add_parser("search", help="query a `dive index` index with text",
+                                 description="Encode each --query with the index's model, compress it with the "
+                                             "index's pipeline and print the top --top documents.")
+    search.add_argument("--index", required=True, help="index file written by `dive index`")
+    search.add_argument("--query", action="append", required=True, help="query text (repeat for several)")
+    search.add_argument("--top", type=int, default=10, help="documents per query (default 10)")
+    search.add_argument("--json", action="store_true", help="print one JSON object")
 
     commands.add_parser("methods", help="list the compression methods with a summary and their paper")
     return parser
@@ -392,6 +412,36 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(f"wrote {folder}: SentenceTransformer({str(folder)!r}).encode(texts) gives the compressed vectors")
 
 
+def cmd_index(args: argparse.Namespace) -> None:
+    from dive.experiments import ExperimentSpec, load_data
+    from dive.index import build_index
+    from dive.pipeline import Pipeline
+
+    pipeline = Pipeline.load(args.pipeline)
+    spec = ExperimentSpec(dataset=args.dataset, data_dir=args.data_dir, vectors=args.vectors,
+                          encode=_encode_config(args))
+    _, embeddings = load_data(spec)
+    summary = build_index(pipeline, args.pipeline, embeddings.doc_ids, embeddings.doc_vectors, args.out,
+                          model=args.model)
+    print(json.dumps(summary))
+
+
+def cmd_search(args: argparse.Namespace) -> None:
+    from dive.index import load_index
+
+    if args.top < 1:
+        raise DiveError("--top must be at least 1")
+    results = load_index(args.index).search(args.query, args.top)
+    if args.json:
+        print(json.dumps({"index": args.index, "results": [{"query": query, "hits": hits}
+                                                          for query, hits in zip(args.query, results)]}))
+        return
+    for query, hits in zip(args.query, results):
+        print(f"query: {query}")
+        for rank, hit in enumerate(hits, 1):
+            print(f"  {rank:>3}. {hit['doc_id']}  {hit['score']:.4f}")
+
+
 def cmd_methods(args: argparse.Namespace) -> None:
     from dive.methods import REGISTRY
 
@@ -402,7 +452,8 @@ def cmd_methods(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"embed": cmd_embed, "train": cmd_train, "evaluate": cmd_evaluate, "reproduce": cmd_reproduce,
-            "tune": cmd_tune, "compress": cmd_compress, "export": cmd_export, "methods": cmd_methods}
+            "tune": cmd_tune, "compress": cmd_compress, "export": cmd_export, "index": cmd_index,
+            "search": cmd_search, "methods": cmd_methods}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -148,6 +148,22 @@ class Codec(ABC):
         """Default: inner product of the float queries with the decoded codes, decoded in blocks."""
         return blocked_search(queries, self.n_codes(codes), lambda start, stop: self._decode(codes[start:stop]), k)
 
+    def faiss_index(self, codes: np.ndarray) -> Any:
+        """A faiss index holding ``codes`` that ranks queries like :meth:`search` (``dive index``).
+
+        Searched with :meth:`faiss_queries`. Codecs without a plain faiss equivalent raise.
+        """
+        raise DiveError(f"{self.name}: has no faiss index form; `dive index` supports no codec, float16, int8, "
+                        "pq and binary without rescoring")
+
+    def faiss_queries(self, query_vectors: np.ndarray) -> np.ndarray:
+        """Queries as :meth:`faiss_index`'s index expects them (float32 by default)."""
+        return np.ascontiguousarray(query_vectors, dtype=np.float32)
+
+    def faiss_scores(self, raw_scores: np.ndarray) -> np.ndarray:
+        """:meth:`faiss_index`'s search output as scores, higher = better (as :meth:`search` returns)."""
+        return raw_scores
+
     def state(self) -> dict[str, np.ndarray]:
         """Fitted arrays to save (empty for stateless codecs)."""
         return {}

@@ -114,13 +114,29 @@ class Binary(Codec):
     def _search(self, queries: np.ndarray, codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         n_docs = len(codes)
         n_candidates = min(max(self.config.rescore, k), n_docs) if self.config.rescore > 0 else k
+        distances, rows = self._bit_index(codes).search(self.bits(queries), n_candidates)
+        if self.config.rescore == 0:
+            return self.faiss_scores(distances), rows
+        return self._rescore(queries, codes, rows, k)
+
+    def _bit_index(self, codes: np.ndarray) -> faiss.IndexBinaryFlat:
         index = faiss.IndexBinaryFlat(8 * self.bit_bytes)
         index.add(np.ascontiguousarray(codes[:, :self.bit_bytes]))
-        distances, rows = index.search(self.bits(queries), n_candidates)
-        if self.config.rescore == 0:
-            # Agreement of the +-1 sign vectors: dim - 2 * Hamming (padding bits always agree).
-            return (self.dim - 2 * distances).astype(np.float32), rows
-        return self._rescore(queries, codes, rows, k)
+        return index
+
+    def faiss_index(self, codes: np.ndarray) -> faiss.IndexBinaryFlat:
+        """``IndexBinaryFlat`` (Hamming) of the bits; rescoring needs the float query and stays in :meth:`search`."""
+        if self.config.rescore > 0:
+            raise DiveError(f"{self.name}: rescoring is not part of a faiss index; index binary without rescore, "
+                            "or use int8")
+        return self._bit_index(self._check_codes(codes))
+
+    def faiss_queries(self, query_vectors: np.ndarray) -> np.ndarray:
+        return self.bits(query_vectors)
+
+    def faiss_scores(self, raw_scores: np.ndarray) -> np.ndarray:
+        """Agreement of the +-1 sign vectors: dim - 2 * Hamming (padding bits always agree)."""
+        return (self.dim - 2 * raw_scores).astype(np.float32)
 
     def _rescore(self, queries: np.ndarray, codes: np.ndarray, candidates: np.ndarray,
                  k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+import faiss
 import numpy as np
 
 from dive.errors import DiveError
@@ -32,6 +34,12 @@ class Float16(Codec):
 
     def _fit(self, vectors: np.ndarray) -> None:
         pass
+
+    def faiss_index(self, codes: np.ndarray) -> Any:
+        """faiss ``IndexScalarQuantizer`` ``QT_fp16`` (the same IEEE half codes, little-endian)."""
+        index = faiss.IndexScalarQuantizer(self.dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+        index.add_sa_codes(np.ascontiguousarray(self._check_codes(codes).astype("<f2")).view(np.uint8))
+        return index
 
     def _encode(self, vectors: np.ndarray) -> np.ndarray:
         too_big = np.abs(vectors) > FLOAT16_MAX

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+import faiss
 import numpy as np
 
 from dive.errors import DiveError
@@ -65,6 +67,16 @@ class Int8(Codec):
 
     def _decode(self, codes: np.ndarray) -> np.ndarray:
         return (self.low + codes.astype(np.float32) * self.step).astype(np.float32)
+
+    def faiss_index(self, codes: np.ndarray) -> Any:
+        """faiss ``IndexScalarQuantizer`` ``QT_8bit``, whose decode ``vmin + (c + 0.5) / 255 * vdiff``
+        equals ``low + c * step`` with ``vmin = low - step / 2`` and ``vdiff = 255 * step``."""
+        index = faiss.IndexScalarQuantizer(self.dim, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
+        trained = np.concatenate([self.low - self.step / 2, self.step * LEVELS]).astype(np.float32)
+        faiss.copy_array_to_vector(trained, index.sq.trained)
+        index.is_trained = True
+        index.add_sa_codes(self._check_codes(codes))
+        return index
 
     def state(self) -> dict[str, np.ndarray]:
         return {"low": self.low, "high": self.high}

@@ -91,10 +91,14 @@ class PQ(Codec):
         return self.index.sa_decode(codes).astype(np.float32, copy=False)
 
     def _search(self, queries: np.ndarray, codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.faiss_index(codes).search(queries, k)
+
+    def faiss_index(self, codes: np.ndarray) -> faiss.IndexPQ:
+        """The trained ``IndexPQ`` holding ``codes`` (asymmetric inner-product search)."""
         index = faiss.clone_index(self.index)  # trained codebooks, no stored codes
         index.reset()
-        index.add_sa_codes(codes)
-        return index.search(queries, k)
+        index.add_sa_codes(self._check_codes(codes))
+        return index
 
     @property
     def centroids(self) -> np.ndarray:

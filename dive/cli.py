@@ -102,6 +102,16 @@ def _training_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
+def _checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("checkpoints")
+    group.add_argument("--resume", action="store_true",
+                       help="continue an interrupted run from its checkpoints (same settings; ends with the same "
+                            "weights as an uninterrupted run)")
+    group.add_argument("--checkpoint-dir", help="where torch adapters save their state after every epoch "
+                                                "(default OUT/checkpoints; removed once the run completes)")
+    group.add_argument("--no-checkpoint", action="store_true", help="do not write per-epoch checkpoints")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dive", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -123,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     _data_arguments(train)
     _protocol_arguments(train)
     _training_arguments(train)
+    _checkpoint_arguments(train)
 
     evaluate = commands.add_parser("evaluate", help="evaluate frozen/training-free methods or a saved method",
                                    description="Evaluate without training: a training-free method (frozen, "
@@ -158,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--report-only", action="store_true", help="rebuild report.md and figures, run nothing")
     reproduce.add_argument("--data-dir", help="folder holding dataset folders")
     reproduce.add_argument("--model", help="local sentence-transformers folder (default: packaged all-MiniLM-L6-v2)")
+    reproduce.add_argument("--vectors", action="append", default=[], metavar="DATASET=FOLDER",
+                           help="precomputed vectors for a dataset (as `dive embed` writes) instead of encoding; "
+                                "repeat per dataset")
     reproduce.add_argument("--device", default="cpu", help="cpu or cuda")
     reproduce.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -312,9 +326,21 @@ def cmd_embed(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from dive.experiments import run_experiment
 
+    import shutil
+    from dataclasses import replace
+    from pathlib import Path
+
     if args.out is None:
         args.out = f"runs/{args.dataset.rstrip('/').split('/')[-1]}-{args.method}-{args.dim}-{args.protocol}-seed{args.seed}"
-    _print_result(run_experiment(_spec(args, args.method, _overrides(args))), args.json)
+    checkpoint_dir = None if args.no_checkpoint else Path(args.checkpoint_dir or Path(args.out) / "checkpoints")
+    if args.resume and (checkpoint_dir is None or not checkpoint_dir.is_dir()):
+        raise DiveError(f"--resume: no checkpoints in {checkpoint_dir} (was the run started with them?)")
+    spec = replace(_spec(args, args.method, _overrides(args)), resume=args.resume,
+                   checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None)
+    record = run_experiment(spec)
+    if checkpoint_dir is not None:
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the run is complete and saved
+    _print_result(record, args.json)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -379,8 +405,14 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
              if value is not None}
     overrides = {name: {"train": train} for name, cls in REGISTRY.items()
                  if train and "train" in cls.Config.__dataclass_fields__}
+    vectors = {}
+    for assignment in args.vectors:
+        dataset, separator, folder = assignment.partition("=")
+        if not separator or not dataset or not folder:
+            raise DiveError(f"--vectors expects DATASET=FOLDER, got {assignment!r}")
+        vectors[dataset] = folder
     spec = GridSpec(out=Path(args.out), overrides=overrides, data_dir=args.data_dir, tune_trials=args.tune,
-                    encode=EncodeConfig(model=args.model, device=args.device), **settings)
+                    encode=EncodeConfig(model=args.model, device=args.device), vectors=vectors, **settings)
     print(reproduce(spec))
 
 

@@ -3,23 +3,30 @@
 A method supplies a module, a ``step(batch) -> {"loss": ..., other parts}`` function and an
 iterator of batches per epoch; this loop does the rest: AdamW, seeding, device placement, a
 progress bar, per-epoch records of every loss part (and, when a step reports ``n_active``,
-the active triplet ratio of DIVE's Section 5.2), and optional early stopping.
+the active triplet ratio of DIVE's Section 5.2), optional early stopping, and optional
+per-epoch checkpoints from which an interrupted run resumes to bit-identical weights.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+import os
+import shutil
+import tempfile
 import time
 from collections import defaultdict
-from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from dive.errors import DiveError
+from dive.saved import read_saved, write_saved
 
 log = logging.getLogger(__name__)
 
@@ -71,24 +78,71 @@ def batch_slices(n_items: int, batch_size: int, rng: np.random.Generator) -> Ite
             yield chunk
 
 
+CHECKPOINT_FORMAT = "dive-checkpoint/1"
+CHECKPOINT_TENSORS = "checkpoint.safetensors"
+
+
+@dataclass
+class Checkpointing:
+    """Where ``train_adapter`` saves its state after every epoch, and whether to resume from it.
+
+    A checkpoint holds the weights, the AdamW state, the numpy and torch random states, the
+    history and the early-stopping state (JSON + safetensors, checksum verified, no pickle),
+    so a resumed run on the same device ends with the same weights as an uninterrupted one.
+    ``fingerprint`` identifies the run's settings and data: a checkpoint with another one is
+    refused. ``extra_state`` / ``restore_extra`` carry method state outside the module (e.g.
+    SMEC's cross-batch memory).
+    """
+
+    directory: Path
+    resume: bool = False
+    fingerprint: str = ""
+    extra_state: Callable[[], dict[str, torch.Tensor]] = field(default=lambda: {})
+    restore_extra: Callable[[dict[str, torch.Tensor]], None] = field(default=lambda tensors: None)
+
+    def saved_epochs(self) -> list[Path]:
+        """Complete checkpoint folders, oldest first (each appears by one atomic rename)."""
+        directory = Path(self.directory)
+        return sorted(directory.glob("epoch-*")) if directory.is_dir() else []
+
+    @property
+    def exists(self) -> bool:
+        return bool(self.saved_epochs())
+
+
+@dataclass
+class _LoopState:
+    history: list[dict[str, float]]
+    best_score: float = -np.inf
+    best_state: dict[str, torch.Tensor] | None = None
+    epochs_without_gain: int = 0
+
+
 def train_adapter(module: torch.nn.Module, step: StepFn,
                   epoch_batches: Callable[[np.random.Generator], Iterable[Batch]],
                   config: TrainConfig, validate: Callable[[], float] | None = None,
-                  desc: str = "train") -> list[dict[str, float]]:
+                  desc: str = "train", checkpoint: Checkpointing | None = None) -> list[dict[str, float]]:
     """Train ``module`` in place; return one record per epoch.
 
     Each record holds ``epoch``, ``seconds``, the batch-size-weighted mean of every loss part
     the step returned, ``active_ratio`` when the step counts active triplets, and
-    ``val_ndcg@10`` when ``validate`` is given.
+    ``val_ndcg@10`` when ``validate`` is given. With ``checkpoint``, the state is saved after
+    every epoch and, with ``checkpoint.resume``, training continues after the saved epoch.
     """
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     module.to(device)
     optimizer = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    history: list[dict[str, float]] = []
-    best_score, best_state, epochs_without_gain = -np.inf, None, 0
-    bar = tqdm(range(1, config.epochs + 1), desc=desc, disable=not config.progress, unit="epoch")
+    state = _LoopState(history=[])
+    if checkpoint is not None and checkpoint.resume and checkpoint.exists:
+        state = _restore_checkpoint(checkpoint, module, optimizer, rng, device)
+        log.info("%s: resumed after epoch %d from %s", desc, len(state.history), checkpoint.directory)
+    history = state.history
+    stopped = bool(history) and history[-1].get("stopped_early", False)
+    first_epoch = len(history) + 1
+    bar = tqdm(range(first_epoch, config.epochs + 1 if not stopped else first_epoch), desc=desc,
+               disable=not config.progress, unit="epoch", initial=first_epoch - 1, total=config.epochs)
     for epoch in bar:
         started = time.perf_counter()
         module.train()
@@ -100,19 +154,86 @@ def train_adapter(module: torch.nn.Module, step: StepFn,
         record["seconds"] = time.perf_counter() - started
         history.append(record)
         bar.set_postfix({k: f"{v:.4f}" for k, v in record.items() if k in ("loss", "active_ratio", "val_ndcg@10")})
-        if validate is None or config.early_stopping_patience <= 0:
-            continue
-        if record["val_ndcg@10"] > best_score:
-            best_score, best_state, epochs_without_gain = record["val_ndcg@10"], copy.deepcopy(module.state_dict()), 0
-        else:
-            epochs_without_gain += 1
-            if epochs_without_gain >= config.early_stopping_patience:
-                log.info("early stopping at epoch %d (best val nDCG@10 %.4f)", epoch, best_score)
-                break
-    if best_state is not None:
-        module.load_state_dict(best_state)
+        stop = validate is not None and config.early_stopping_patience > 0 and _early_stop(state, record, module, config)
+        if stop:
+            record["stopped_early"] = True
+            log.info("early stopping at epoch %d (best val nDCG@10 %.4f)", epoch, state.best_score)
+        if checkpoint is not None:
+            _save_checkpoint(checkpoint, module, optimizer, rng, state)
+        if stop:
+            break
+    if state.best_state is not None:
+        module.load_state_dict(state.best_state)
     module.eval()
     return history
+
+
+def _early_stop(state: _LoopState, record: dict[str, float], module: torch.nn.Module, config: TrainConfig) -> bool:
+    """Track the best validation score and its weights; True once patience runs out."""
+    if record["val_ndcg@10"] > state.best_score:
+        state.best_score, state.best_state = record["val_ndcg@10"], copy.deepcopy(module.state_dict())
+        state.epochs_without_gain = 0
+        return False
+    state.epochs_without_gain += 1
+    return state.epochs_without_gain >= config.early_stopping_patience
+
+
+def _save_checkpoint(checkpoint: Checkpointing, module: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                     rng: np.random.Generator, state: _LoopState) -> None:
+    optimizer_state = optimizer.state_dict()
+    tensors = {f"module.{name}": tensor for name, tensor in module.state_dict().items()}
+    for index, values in optimizer_state["state"].items():
+        tensors.update({f"optimizer.{index}.{name}": value for name, value in values.items()})
+    tensors.update({f"best.{name}": tensor for name, tensor in (state.best_state or {}).items()})
+    tensors.update({f"extra.{name}": tensor for name, tensor in checkpoint.extra_state().items()})
+    tensors["torch_rng"] = torch.get_rng_state()
+    tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in tensors.items()}
+    directory = Path(checkpoint.directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for leftover in directory.glob(".epoch-*"):  # from a run killed while saving
+        shutil.rmtree(leftover, ignore_errors=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".epoch-", dir=directory))
+    write_saved(scratch, CHECKPOINT_FORMAT, CHECKPOINT_TENSORS, lambda tmp: save_file(tensors, str(tmp)),
+                {"fingerprint": checkpoint.fingerprint, "epoch": len(state.history), "history": state.history,
+                 "numpy_rng": rng.bit_generator.state, "param_groups": optimizer_state["param_groups"],
+                 "best_score": state.best_score if state.best_state is not None else None,
+                 "epochs_without_gain": state.epochs_without_gain})
+    os.replace(scratch, directory / f"epoch-{len(state.history):05d}")
+    for older in checkpoint.saved_epochs()[:-1]:
+        shutil.rmtree(older, ignore_errors=True)
+
+
+def _restore_checkpoint(checkpoint: Checkpointing, module: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                        rng: np.random.Generator, device: torch.device) -> _LoopState:
+    record, tensors = read_saved(checkpoint.saved_epochs()[-1], CHECKPOINT_FORMAT, CHECKPOINT_TENSORS, load_file)
+    if record.get("fingerprint") != checkpoint.fingerprint:
+        raise DiveError(f"{checkpoint.directory}: the checkpoint was made with other settings or data; "
+                        "rerun without --resume (or use the original settings)")
+    groups: dict[str, dict[str, torch.Tensor]] = defaultdict(dict)
+    for name, tensor in tensors.items():
+        prefix, _, rest = name.partition(".")
+        groups[prefix][rest] = tensor
+    try:
+        module.load_state_dict(groups["module"])
+        optimizer.load_state_dict({"state": _optimizer_state(groups["optimizer"], device),
+                                   "param_groups": record["param_groups"]})
+    except (RuntimeError, ValueError, KeyError) as error:
+        raise DiveError(f"{checkpoint.directory}: checkpoint does not fit this model ({str(error).splitlines()[0]})") from None
+    rng.bit_generator.state = record["numpy_rng"]
+    torch.set_rng_state(tensors["torch_rng"])
+    checkpoint.restore_extra(groups["extra"])
+    best_state = {name: tensor.to(device) for name, tensor in groups["best"].items()} or None
+    best_score = record["best_score"] if record.get("best_score") is not None else -np.inf
+    return _LoopState(list(record["history"]), best_score, best_state, int(record["epochs_without_gain"]))
+
+
+def _optimizer_state(flat: dict[str, torch.Tensor], device: torch.device) -> dict[int, dict[str, Any]]:
+    state: dict[int, dict[str, Any]] = defaultdict(dict)
+    for name, tensor in flat.items():
+        index, _, key = name.partition(".")
+        # AdamW keeps its step count on the cpu; moments live with the parameters.
+        state[int(index)][key] = tensor if key == "step" else tensor.to(device)
+    return dict(state)
 
 
 def _run_epoch(module: torch.nn.Module, step: StepFn, batches: Iterable[Batch],

@@ -130,7 +130,7 @@ def test_subprocess_errors_have_no_traceback_unless_debug(tmp_path):
 
 
 @pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["embed"], ["methods"], ["reproduce"], ["tune"],
-                                     ["compress"], ["export"]])
+                                     ["compress"], ["export"], ["index"], ["search"]])
 def test_help_explains_every_command(command, capsys):
     with pytest.raises(SystemExit) as done:
         main([*command, "--help"])
@@ -144,3 +144,67 @@ def test_methods_lists_each_method_with_its_paper(capsys):
     for name in ("frozen", "truncate", "dive"):
         assert name in out
     assert "paper:" in out
+
+
+def start_and_kill(command, ready, timeout=120):
+    """Run ``command`` as a subprocess, SIGTERM it once ``ready()`` holds, return its exit code."""
+    import signal
+    import time
+
+    process = subprocess.Popen([sys.executable, "-m", "dive.cli", *command], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    deadline = time.time() + timeout
+    while time.time() < deadline and process.poll() is None and not ready():
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended before it could be interrupted"
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=60)
+    return process.returncode
+
+
+def leftovers(folder):
+    return [path for path in folder.rglob("*") if path.name.startswith(".")]
+
+
+def test_killed_train_resumes_to_the_same_weights(toy, tmp_path):
+    from safetensors.numpy import load_file
+
+    command = ["train", *toy, "--method", "dive", "--dim", "8", "--hidden", "256", "--epochs", "150",
+               "--batch-size", "8", "--no-progress"]
+    killed = tmp_path / "killed"
+    checkpoints = killed / "checkpoints"
+    code = start_and_kill([*command, "--out", str(killed)], lambda: len(list(checkpoints.rglob("epoch-*"))) > 0)
+    assert code == 143
+    assert not (killed / "result.json").exists() and not (killed / "method").exists()
+    assert not [path for path in leftovers(killed) if not path.name.startswith(".epoch-")]
+    done = subprocess.run([sys.executable, "-m", "dive.cli", *command, "--out", str(killed), "--resume"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "resumed after epoch" in done.stderr and not checkpoints.exists()
+    assert main([*command, "--out", str(tmp_path / "whole")]) == 0
+    resumed = load_file(killed / "method" / "weights.safetensors")
+    whole = load_file(tmp_path / "whole" / "method" / "weights.safetensors")
+    assert resumed.keys() == whole.keys()
+    assert all(np.array_equal(resumed[name], whole[name]) for name in whole)
+    assert main([*command, "--out", str(tmp_path / "fresh"), "--resume"]) == 2  # nothing to resume
+
+
+def test_killed_reproduce_leaves_whole_cells_only_and_the_rerun_completes(toy, tmp_path):
+    dataset, vectors = toy[1], toy[3]
+    out = tmp_path / "grid"
+    command = ["reproduce", "--datasets", dataset, "--vectors", f"{dataset}={vectors}", "--methods",
+               "frozen,truncate,dive", "--dims", "8", "--protocols", "heldout,paper", "--epochs", "100",
+               "--out", str(out), "--no-progress"]
+    results = out / "results.jsonl"
+    code = start_and_kill(command, lambda: results.exists() and results.read_text().count("\n") >= 2)
+    assert code == 143
+    finished = [json.loads(line) for line in results.read_text().splitlines()]  # every line whole
+    assert [row["method"] for row in finished] == ["frozen", "truncate"]
+    assert not (out / "report.md").exists() and not leftovers(out)
+    done = subprocess.run([sys.executable, "-m", "dive.cli", *command], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    assert [row["method"] for row in rows[:2]] == ["frozen", "truncate"] and rows[:2] == finished  # not redone
+    assert sorted((row["protocol"], row["method"]) for row in rows) == sorted(
+        (protocol, method) for protocol in ("heldout", "paper") for method in ("frozen", "truncate", "dive"))
+    assert (out / "report.md").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -106,6 +107,18 @@ class TrainSet:
     @property
     def n_triplets(self) -> int:
         return 0 if self.sampler is None else len(self.sampler)
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the vectors and the labelled pairs: what a training checkpoint must match."""
+        digest = hashlib.sha256()
+        for array in (self.query_vectors, self.doc_vectors):
+            digest.update(np.ascontiguousarray(array).tobytes())
+        if self.sampler is not None:
+            for array in (self.sampler.positive_pairs, self.sampler.candidate_rows):
+                if array is not None:
+                    digest.update(np.ascontiguousarray(array).tobytes())
+            digest.update(str(self.sampler.negatives_per_positive).encode())
+        return digest.hexdigest()
 
     def triplets(self, rng: np.random.Generator) -> np.ndarray:
         """``[n, 3]`` rows (query row, positive doc row, negative doc row), negatives re-drawn."""

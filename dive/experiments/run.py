@@ -25,6 +25,7 @@ from dive.data.splits import TRANSDUCTIVE_LABEL, positive_only
 from dive.encode import EncodeConfig, embed_dataset, load_embeddings
 from dive.evaluate import DEFAULT_KS, evaluate_method, retention
 from dive.methods import Method, create_method, method_class
+from dive.methods.base import TorchAdapter
 from dive.pipeline import Pipeline
 from dive.quantize import Codec, create_codec
 from dive.utils import configure_threads, seed_everything, versions, write_json
@@ -52,6 +53,10 @@ class ExperimentSpec:
     codec: str | None = None
     """Post-hoc codec applied after the method (``dive.quantize``), e.g. ``int8``; None = float32."""
     codec_settings: dict[str, Any] = field(default_factory=dict)
+    checkpoint_dir: str | None = None
+    """Torch adapters save their training state here after every epoch (one folder per split)."""
+    resume: bool = False
+    """Continue from ``checkpoint_dir``'s checkpoints (same settings and data) instead of starting over."""
 
 
 def load_data(spec: ExperimentSpec) -> tuple[BeirDataset, Embeddings]:
@@ -80,7 +85,10 @@ def _fit_split(spec: ExperimentSpec, dataset: BeirDataset, embeddings: Embedding
         return fitted, 0, 0.0
     started = time.perf_counter()
     train_set = TrainSet.from_split(embeddings, split, spec.mining, dataset.name)
-    method = build_method(spec, dataset.name).fit(train_set)
+    method = build_method(spec, dataset.name)
+    if spec.checkpoint_dir and isinstance(method, TorchAdapter):
+        method.checkpoint_to(Path(spec.checkpoint_dir) / split.name, resume=spec.resume)
+    method.fit(train_set)
     return method, train_set.n_triplets, time.perf_counter() - started
 
 

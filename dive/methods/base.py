@@ -20,7 +20,7 @@ from torch import nn
 from dive.config import from_dict, to_dict
 from dive.data.sets import TrainSet, check_vectors
 from dive.errors import DiveError
-from dive.train import Batch, TrainConfig, batch_slices, train_adapter
+from dive.train import Batch, Checkpointing, TrainConfig, batch_slices, train_adapter
 from dive.saved import read_saved, write_saved
 
 FORMAT = "dive-method/1"
@@ -181,10 +181,33 @@ class TorchAdapter(Method):
     """
 
     module: torch.nn.Module
+    checkpoint_dir: Path | None = None
+    resume: bool = False
 
     @property
     def train_config(self) -> TrainConfig:
         return self.config.train
+
+    def checkpoint_to(self, directory: str | Path | None, resume: bool = False) -> "TorchAdapter":
+        """Save training state to ``directory`` after every epoch; with ``resume``, continue from it.
+
+        A resumed fit (same settings, data and device) ends with the same weights as an
+        uninterrupted one. Returns ``self``.
+        """
+        self.checkpoint_dir = Path(directory) if directory is not None else None
+        self.resume = resume
+        return self
+
+    def checkpointing(self, train_set: TrainSet, part: str = "") -> Checkpointing | None:
+        """The :class:`~dive.train.Checkpointing` of this fit (``part`` names a sub-run, e.g. a stage)."""
+        if self.checkpoint_dir is None:
+            return None
+        import hashlib
+        import json
+
+        settings = json.dumps({"method": self.name, "config": to_dict(self.config), "part": part}, sort_keys=True)
+        fingerprint = hashlib.sha256(settings.encode() + train_set.fingerprint().encode()).hexdigest()
+        return Checkpointing(self.checkpoint_dir / part if part else self.checkpoint_dir, self.resume, fingerprint)
 
     @abstractmethod
     def build(self, input_dim: int) -> torch.nn.Module: ...
@@ -226,7 +249,8 @@ class TorchAdapter(Method):
 
             validate = lambda: evaluate_method(self, train_set.validation)["ndcg@10"]  # noqa: E731
         self.history = train_adapter(self.module, self.step, lambda rng: self.epoch_batches(train_set, rng),
-                                     self.train_config, validate, desc=f"train {self.name}")
+                                     self.train_config, validate, desc=f"train {self.name}",
+                                     checkpoint=self.checkpointing(train_set))
 
     @torch.no_grad()
     def _transform(self, vectors: np.ndarray) -> np.ndarray:

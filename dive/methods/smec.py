@@ -149,6 +149,17 @@ class Memory:
     def contents(self) -> torch.Tensor | None:
         return None if self.vectors is None or self.count == 0 else self.vectors[:self.count]
 
+    def state(self) -> dict[str, torch.Tensor]:
+        """For training checkpoints: the buffer and its (count, pointer)."""
+        if self.vectors is None:
+            return {}
+        return {"memory": self.vectors, "memory_position": torch.tensor([self.count, self.pointer])}
+
+    def restore(self, state: dict[str, torch.Tensor]) -> None:
+        if "memory" in state:
+            self.vectors = state["memory"]
+            self.count, self.pointer = (int(value) for value in state["memory_position"])
+
     @torch.no_grad()
     def add(self, vectors: torch.Tensor) -> None:
         vectors = vectors[-self.size:].detach()
@@ -198,8 +209,11 @@ class Smec(TorchAdapter):
         for stage, (width, epochs) in enumerate(schedule):
             self.width = width
             config = replace(self.train_config, epochs=epochs, seed=seed + stage)
+            checkpoint = self.checkpointing(train_set, part=f"stage-{stage}")
+            if checkpoint is not None:
+                checkpoint.extra_state, checkpoint.restore_extra = self.memory.state, self.memory.restore
             records = train_adapter(self.module, self.step, lambda rng: self.epoch_batches(train_set, rng),
-                                    config, validate, desc=f"train {self.name} {width}d")
+                                    config, validate, desc=f"train {self.name} {width}d", checkpoint=checkpoint)
             done = len(self.history)
             self.history += [{**record, "epoch": done + record["epoch"], "stage_width": width} for record in records]
         self.width = self.output_dim

@@ -1,6 +1,7 @@
 # Two entry points, both doing every set-up step on a fresh machine:
 #   make demo   - the main job: a real reproduction on scifact with the packaged model
 #   make test   - the test suite
+#   make bench  - the benchmarks (benchmarks/README.md), not part of the tests
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -14,7 +15,7 @@ endif
 # Frozen embeddings are cached here so a second run does not re-encode.
 export DIVE_CACHE_DIR ?= $(abspath .cache/dive)
 
-.PHONY: install demo test clean
+.PHONY: install demo test bench clean
 
 install: $(STAMP)
 
@@ -31,6 +32,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# Speed and memory, printed as ratios measured in this run; never part of `make test`.
+bench: $(STAMP)
+	cd benchmarks && for script in bench_transform.py bench_search.py bench_compress_memory.py bench_training.py; do \
+		../$(PY) $$script || exit 1; done
 
 clean:
 	rm -rf $(VENV) .cache runs

@@ -40,8 +40,9 @@ def matmul_flops_per_second(size: int = 2048) -> float:
 
 
 def memory_bytes_per_second(n_bytes: int = 1 << 28) -> float:
-    """Sustained read bandwidth: summing a ``n_bytes`` float32 array (more than any cache holds)."""
-    array = np.ones(n_bytes // 4, dtype=np.float32)
+    """Sustained read bandwidth, all cores: torch summing a ``n_bytes`` float32 array (far more
+    than any cache holds)."""
+    array = torch.ones(n_bytes // 4)
     seconds = best_seconds(lambda: array.sum(), repeats=5)
     return n_bytes / seconds
 

@@ -41,7 +41,8 @@ class LinearChain(nn.Module):
         super().__init__()
         steps: list[nn.Module] = []
         for weight, bias, relu in layers:
-            linear = nn.Linear(weight.shape[1], weight.shape[0])
+            # skip_init: the weights are copied in next, so torch's random init would be wasted work.
+            linear = torch.nn.utils.skip_init(nn.Linear, weight.shape[1], weight.shape[0])
             with torch.no_grad():
                 linear.weight.copy_(weight)
                 linear.bias.copy_(bias)
@@ -252,12 +253,17 @@ class TorchAdapter(Method):
                                      self.train_config, validate, desc=f"train {self.name}",
                                      checkpoint=self.checkpointing(train_set))
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def _transform(self, vectors: np.ndarray) -> np.ndarray:
+        """Through :meth:`inference_module`: for DIVE, head 1 alone with BatchNorm folded, which
+        skips the other heads' FLOPs (the same map up to float rounding)."""
+        was_training = self.module.training
         self.module.eval()
         device = next(self.module.parameters()).device
-        outputs = [self.encode(torch.from_numpy(vectors[start:start + TRANSFORM_BATCH]).to(device)).cpu()
+        inference = self.inference_module().to(device)
+        outputs = [inference(torch.from_numpy(vectors[start:start + TRANSFORM_BATCH]).to(device)).cpu()
                    for start in range(0, len(vectors), TRANSFORM_BATCH)]
+        self.module.train(was_training)
         return torch.cat(outputs).numpy().astype(np.float32, copy=False)
 
     def tensors(self) -> dict[str, torch.Tensor]:

@@ -84,3 +84,70 @@ def test_binary_codes_pack_one_bit_per_dimension(vectors):
     codec = create_codec("binary").fit(vectors)
     codes = codec.encode(vectors)
     assert codes.shape == (len(vectors), 2) and codec.bytes_per_vector == 2
+
+
+vector_values = st.one_of(st.floats(width=32, allow_nan=True, allow_infinity=True), st.integers(-3, 3))
+
+
+@FAST
+@given(rows=st.lists(st.one_of(st.none(), st.lists(vector_values, max_size=5)), max_size=6))
+def test_any_parquet_vector_column_reads_or_raises_a_dive_error(rows):
+    import pyarrow as pa
+
+    from dive.compress import table_vectors
+
+    try:
+        table = pa.table({"embedding": rows})
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return  # not even a column pyarrow can build
+    try:
+        vectors = check_vectors(table_vectors(table, "embedding", "fuzz"), "fuzz")
+    except DiveError as error:
+        assert "\n" not in str(error)
+        return
+    assert vectors.shape[0] == len(rows) and np.isfinite(vectors).all()
+
+
+@FAST
+@given(doc_ids=st.lists(st.text(alphabet="abc", min_size=1, max_size=2), min_size=1, max_size=6),
+       n_rows=st.integers(0, 7), dim=st.integers(1, 4), query_dim=st.integers(1, 4),
+       value=st.sampled_from([0.5, 0.0, np.nan, np.inf, -1.0]))
+def test_any_vectors_folder_loads_or_raises_a_dive_error(tmp_path_factory, doc_ids, n_rows, dim, query_dim, value):
+    from dive.encode import load_embeddings
+
+    folder = tmp_path_factory.mktemp("vectors")
+    corpus = np.random.default_rng(0).random((n_rows, dim)).astype(np.float32) + 0.1
+    if n_rows:
+        corpus[-1, 0] = value
+    np.save(folder / "corpus.npy", corpus)
+    (folder / "corpus_ids.txt").write_text("".join(f"{identifier}\n" for identifier in doc_ids))
+    np.save(folder / "queries.npy", np.full((1, query_dim), 0.5, dtype=np.float32))
+    (folder / "query_ids.txt").write_text("q\n")
+    try:
+        embeddings = load_embeddings(folder)
+    except DiveError as error:
+        assert "\n" not in str(error)
+        return
+    assert len(set(embeddings.doc_ids)) == len(embeddings.doc_ids) == len(embeddings.doc_vectors)
+    np.testing.assert_allclose(np.linalg.norm(embeddings.doc_vectors, axis=1), 1.0, rtol=1e-5)
+
+
+@FAST
+@given(record=json_values)
+def test_any_saved_method_config_loads_or_raises_a_dive_error(tmp_path_factory, record):
+    from dive.data import TrainSet
+    from dive.methods import create_method, load_method
+    from dive.saved import CHECKSUM_KEY
+    from dive.utils import sha256_file
+
+    folder = tmp_path_factory.mktemp("method")
+    create_method("pca", dim=2).fit(TrainSet.unsupervised(np.eye(4, dtype=np.float32) + 0.1)).save(folder)
+    original = json.loads((folder / "config.json").read_text())
+    mutated = {**original, "config": record} if isinstance(record, dict) else record
+    if isinstance(mutated, dict):
+        mutated[CHECKSUM_KEY] = sha256_file(folder / "weights.safetensors")
+    (folder / "config.json").write_text(json.dumps(mutated))
+    try:
+        load_method(folder)
+    except DiveError as error:
+        assert "\n" not in str(error)

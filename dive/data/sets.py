@@ -55,7 +55,9 @@ class Embeddings:
         object.__setattr__(self, "query_vectors", query_vectors)
         for what, ids in (("document", self.doc_ids), ("query", self.query_ids)):
             if len(set(ids)) != len(ids):
-                raise DiveError(f"duplicate {what} ids in the embeddings")
+                seen: set[str] = set()
+                duplicate = next(identifier for identifier in ids if identifier in seen or seen.add(identifier))
+                raise DiveError(f"{what} id {duplicate!r} appears twice in the embeddings")
 
     @property
     def dim(self) -> int:

@@ -36,7 +36,7 @@ class Planted:
 @pytest.fixture()
 def world(tmp_path):
     """Valid inputs to break: a BEIR folder, its vectors, a saved pipeline, a vectors file."""
-    dataset = write_beir(tmp_path / "toy", n_docs=60, n_queries=40)
+    write_beir(tmp_path / "toy", n_docs=60, n_queries=40)
     save_embeddings(synthetic_embeddings(60, 40, 16), tmp_path / "vectors")
     corpus = random_unit(60, 16)
     Pipeline(create_method("pca", dim=8).fit(TrainSet.unsupervised(corpus))).save(tmp_path / "pipeline")

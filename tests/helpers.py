@@ -46,3 +46,14 @@ def synthetic_embeddings(n_docs: int = 30, n_queries: int = 12, dim: int = 16, s
     queries = docs[:n_queries] + 0.3 * noise
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     return Embeddings([f"d{i}" for i in range(n_docs)], docs, [f"q{i}" for i in range(n_queries)], queries)
+
+
+def toy_train_set(n_docs: int = 60, n_queries: int = 40, dim: int = 16):
+    """A small supervised TrainSet: query i is relevant to doc i, hard negatives from the top 10."""
+    from dive.data import MiningConfig, TrainSet, build_sampler
+
+    embeddings = synthetic_embeddings(n_docs, n_queries, dim)
+    qrels = {f"q{i}": {f"d{i}": 1} for i in range(n_queries)}
+    sampler = build_sampler(embeddings.query_ids, embeddings.query_vectors, embeddings.doc_ids,
+                            embeddings.doc_vectors, qrels, MiningConfig(hard_top_k=10))
+    return TrainSet(embeddings.query_vectors, embeddings.doc_vectors, sampler, dataset="toy")

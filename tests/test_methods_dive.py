@@ -4,19 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from dive.data import MiningConfig, TrainSet, build_sampler
 from dive.errors import DiveError
 from dive.methods import create_method, load_method
 from dive.methods.dive import PAPER_TABLE_8, Dive, MultiHeadAdapter, parameter_count
-from helpers import synthetic_embeddings
-
-
-def toy_train_set(n_docs=60, n_queries=40, dim=16):
-    embeddings = synthetic_embeddings(n_docs, n_queries, dim)
-    qrels = {f"q{i}": {f"d{i}": 1} for i in range(n_queries)}
-    sampler = build_sampler(embeddings.query_ids, embeddings.query_vectors, embeddings.doc_ids,
-                            embeddings.doc_vectors, qrels, MiningConfig(hard_top_k=10))
-    return TrainSet(embeddings.query_vectors, embeddings.doc_vectors, sampler, dataset="toy")
+from helpers import toy_train_set
 
 
 def small_dive(**overrides):

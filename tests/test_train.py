@@ -5,10 +5,9 @@ import pytest
 import torch
 
 import dive.train
-from dive.data import MiningConfig, TrainSet, build_sampler
 from dive.errors import DiveError
 from dive.methods import create_method
-from helpers import synthetic_embeddings
+from helpers import toy_train_set
 
 TRAIN = {"epochs": 6, "batch_size": 16, "lr": 1e-3, "progress": False}
 SETTINGS = {
@@ -17,14 +16,6 @@ SETTINGS = {
     "smec": dict(dim=4, hidden=32, train=TRAIN),  # three stages (16 -> 8 -> 4), each checkpointed
     "autoencoder": dict(dim=4, hidden=32, train=TRAIN),
 }
-
-
-def toy_train_set(n_docs=60, n_queries=40, dim=16):
-    embeddings = synthetic_embeddings(n_docs, n_queries, dim)
-    qrels = {f"q{i}": {f"d{i}": 1} for i in range(n_queries)}
-    sampler = build_sampler(embeddings.query_ids, embeddings.query_vectors, embeddings.doc_ids,
-                            embeddings.doc_vectors, qrels, MiningConfig(hard_top_k=10))
-    return TrainSet(embeddings.query_vectors, embeddings.doc_vectors, sampler, dataset="toy")
 
 
 def interrupt_after(monkeypatch, n_epochs):
@@ -72,12 +63,3 @@ def test_a_checkpoint_from_other_settings_or_data_is_refused(tmp_path):
     (latest / "checkpoint.safetensors").write_bytes(b"torn")
     with pytest.raises(DiveError, match="checksum does not match"):
         create_method("dive", **SETTINGS["dive"]).checkpoint_to(tmp_path, resume=True).fit(train_set)
-
-
-def test_same_seed_gives_bit_identical_adapters_and_a_different_seed_does_not():
-    train_set = toy_train_set()
-    first = create_method("dive", **SETTINGS["dive"]).fit(train_set)
-    second = create_method("dive", **SETTINGS["dive"]).fit(train_set)
-    other = create_method("dive", **{**SETTINGS["dive"], "train": {**TRAIN, "seed": 1}}).fit(train_set)
-    assert same_weights(first, second)
-    assert not same_weights(first, other)

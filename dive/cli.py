@@ -423,7 +423,7 @@ def cmd_compress(args: argparse.Namespace) -> None:
     if args.chunk_rows < 1 or args.workers < 1:
         raise DiveError("--chunk-rows and --workers must be at least 1")
     if args.engine == "ray":
-        summary = compress_with_ray(args.pipeline, args.input, args.output, column=args.column or "embedding",
+        summary = compress_with_ray(args.pipeline, args.input, args.output, column=args.column,
                                     batch_rows=args.chunk_rows, workers=args.workers, address=args.ray_address)
     else:
         summary = compress_file(Pipeline.load(args.pipeline), args.input, args.output, args.chunk_rows,

@@ -151,10 +151,7 @@ class ParquetReader:
         except (OSError, pa.ArrowException) as error:
             raise DiveError(f"{path}: not a readable Parquet file ({str(error).splitlines()[0]})") from None
         names = self.file.schema_arrow.names
-        self.column = column or next((name for name in VECTOR_COLUMN_NAMES if name in names), None)
-        if self.column not in names:
-            raise DiveError(f"{path}: no vector column {'named ' + repr(column) if column else 'found'} "
-                            f"(columns: {', '.join(names)}); pass --column")
+        self.column = vector_column(names, column, path)
         self.n_rows = self.file.metadata.num_rows
         self.dim: int | None = None
 
@@ -171,6 +168,15 @@ class ParquetReader:
 
     def __exit__(self, *exc: object) -> None:
         self.file.close()
+
+
+def vector_column(names: list[str], column: str | None, source: str | Path) -> str:
+    """``column`` if ``names`` has it, else the first of :data:`VECTOR_COLUMN_NAMES` present."""
+    chosen = column or next((name for name in VECTOR_COLUMN_NAMES if name in names), None)
+    if chosen not in names:
+        raise DiveError(f"{source}: no vector column {'named ' + repr(column) if column else 'found'} "
+                        f"(columns: {', '.join(names)}); pass --column")
+    return chosen
 
 
 def table_vectors(table: Any, column: str, what: str) -> np.ndarray:
@@ -250,7 +256,7 @@ class _RayCompressor:
         return compress_table(self.pipeline, batch, self.column)
 
 
-def compress_with_ray(pipeline_dir: str | Path, input_path: str, output_path: str, column: str = "embedding",
+def compress_with_ray(pipeline_dir: str | Path, input_path: str, output_path: str, column: str | None = None,
                       batch_rows: int = DEFAULT_CHUNK_ROWS, workers: int = 1,
                       address: str | None = None) -> dict[str, Any]:
     """Compress a Parquet dataset (file, folder or ``s3://``-style URI) with Ray Data into a Parquet folder.
@@ -267,8 +273,7 @@ def compress_with_ray(pipeline_dir: str | Path, input_path: str, output_path: st
         raise DiveError(f"{output_path}: already exists; choose a new folder")
     ray = start_ray(address, workers)
     dataset = ray.data.read_parquet(str(input_path))
-    if column not in dataset.schema().names:
-        raise DiveError(f"{input_path}: no column {column!r} (columns: {', '.join(dataset.schema().names)})")
+    column = vector_column(dataset.schema().names, column, input_path)
     n_rows = dataset.count()  # from the Parquet metadata
     compressed = dataset.map_batches(_RayCompressor, fn_constructor_args=(str(pipeline_dir), column),
                                      batch_format="pyarrow", batch_size=batch_rows, concurrency=workers)

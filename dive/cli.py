@@ -192,7 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "the input's other columns (ids). Memory is bounded by --chunk-rows; the output appears only "
                     "when complete, so a crash or Ctrl-C leaves no partial file. --engine ray runs the same job "
                     "over a Parquet file or folder with Ray Data (a local instance, or the cluster at "
-                    "--ray-address) and writes a Parquet folder.")
+                    "--ray-address) and writes a Parquet folder; rows keep their ids but may change order, so "
+                    "the input needs an id column.")
     compress.add_argument("--pipeline", required=True, help="folder saved by `dive train --out`")
     compress.add_argument("--input", required=True, help=".npy or .parquet file of frozen vectors "
                                                          "(with --engine ray: Parquet file, folder or URI)")

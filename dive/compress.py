@@ -262,8 +262,10 @@ def compress_with_ray(pipeline_dir: str | Path, input_path: str, output_path: st
     """Compress a Parquet dataset (file, folder or ``s3://``-style URI) with Ray Data into a Parquet folder.
 
     Runs on the Ray cluster at ``address`` (see :mod:`dive.distributed`) with ``workers``
-    copies of the pipeline. Row order is preserved. A local output folder appears only
-    when complete; remote outputs are written in place by Ray.
+    copies of the pipeline. Each output row keeps its other columns (ids), but Ray may write
+    batches in another order than they were read (measured with Ray 2.60, even with
+    ``preserve_order``), so the input must have a column besides the vectors. A local output
+    folder appears only when complete; remote outputs are written in place by Ray.
     """
     pipeline = Pipeline.load(pipeline_dir)  # fail fast on the driver, before any worker starts
     if pipeline.codec is not None and pipeline.codec.name == "lossless":
@@ -273,7 +275,11 @@ def compress_with_ray(pipeline_dir: str | Path, input_path: str, output_path: st
         raise DiveError(f"{output_path}: already exists; choose a new folder")
     ray = start_ray(address, workers)
     dataset = ray.data.read_parquet(str(input_path))
-    column = vector_column(dataset.schema().names, column, input_path)
+    names = dataset.schema().names
+    column = vector_column(names, column, input_path)
+    if len(names) < 2:
+        raise DiveError(f"{input_path}: has only the vector column {column!r}; Ray may reorder rows, so add an id "
+                        "column to keep each output row identifiable (or use --engine local, which keeps the order)")
     n_rows = dataset.count()  # from the Parquet metadata
     compressed = dataset.map_batches(_RayCompressor, fn_constructor_args=(str(pipeline_dir), column),
                                      batch_format="pyarrow", batch_size=batch_rows, concurrency=workers)

@@ -14,7 +14,7 @@ from dive.utils import require
 
 
 def start_ray(address: str | None, workers: int) -> Any:
-    """Initialise Ray (once) with order-preserving Ray Data; check ``workers`` leave a CPU for reading."""
+    """Initialise Ray (once); check ``workers`` leave a CPU for reading the input."""
     ray = require("ray", "ray")
     if workers < 1:
         raise DiveError("Ray workers must be at least 1")
@@ -24,5 +24,4 @@ def start_ray(address: str | None, workers: int) -> Any:
     if workers >= cpus:
         raise DiveError(f"{workers} Ray workers leave none of the cluster's {cpus} CPUs for reading the input "
                         f"(Ray Data would wait forever); use at most {max(cpus - 1, 0)}")
-    ray.data.DataContext.get_current().execution_options.preserve_order = True
     return ray

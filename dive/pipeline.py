@@ -2,11 +2,16 @@
 
 ``pipeline.json`` names the parts; ``method/`` and ``codec/`` are ordinary saved folders
 (JSON + safetensors, checksum verified), so loading a pipeline never executes code.
+``pipeline.json`` is written last and records the SHA-256 of each part's ``config.json`` (which
+in turn records its payload's), so a save cut short is never loaded as a pipeline: without the
+manifest the folder is refused as incomplete, and a previous manifest no longer matches the
+rewritten parts.
 Bytes per vector are the codec's when there is one, else float32 storage of the method's output.
 """
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,8 +24,8 @@ from dive.data.sets import EvalSet
 from dive.errors import DiveError
 from dive.methods import Method, load_method
 from dive.quantize import Codec, load_codec
-from dive.saved import read_record
-from dive.utils import write_json
+from dive.saved import CONFIG_FILE, read_record
+from dive.utils import sha256_file, write_json
 
 PIPELINE_FILE = "pipeline.json"
 METHOD_FOLDER = "method"
@@ -75,13 +80,26 @@ class Pipeline:
         return evaluate_codec(self.codec, compressed, ks)
 
     def save(self, directory: str | Path) -> Path:
+        """Write ``method/``, ``codec/`` and, last, ``pipeline.json`` (the commit point) into ``directory``."""
         directory = Path(directory)
-        self.method.save(directory / METHOD_FOLDER)
-        if self.codec is not None:
-            self.codec.save(directory / CODEC_FOLDER)
-        folders = {"method": METHOD_FOLDER, "codec": CODEC_FOLDER if self.codec is not None else None}
-        write_json(directory / PIPELINE_FILE, {"format": FORMAT, "dive_version": __version__, **self.describe(),
-                                               "folders": folders})
+        had_manifest = (directory / PIPELINE_FILE).exists()
+        parts = {METHOD_FOLDER: self.method, CODEC_FOLDER: self.codec}
+        try:
+            checksums = {}
+            for folder, part in parts.items():
+                if part is None:
+                    shutil.rmtree(directory / folder, ignore_errors=True)
+                    continue
+                part.save(directory / folder)
+                checksums[folder] = sha256_file(directory / folder / CONFIG_FILE)
+            folders = {name: (name if part is not None else None) for name, part in parts.items()}
+            write_json(directory / PIPELINE_FILE, {"format": FORMAT, "dive_version": __version__, **self.describe(),
+                                                   "folders": folders, "checksums": checksums})
+        except BaseException:
+            if not had_manifest:  # nothing of a half-written new pipeline is left behind
+                for folder in parts:
+                    shutil.rmtree(directory / folder, ignore_errors=True)
+            raise
         return directory
 
     @classmethod
@@ -90,11 +108,25 @@ class Pipeline:
         directory = Path(directory)
         manifest_path = directory / PIPELINE_FILE
         if not manifest_path.exists():
+            if (directory / METHOD_FOLDER).is_dir():
+                raise DiveError(f"{directory}: incomplete pipeline (no {PIPELINE_FILE}; its save was interrupted)")
             return cls(load_method(directory))
         manifest = read_record(manifest_path, FORMAT)
+        _check_parts(directory, manifest.get("checksums", {}))
         folders = manifest.get("folders") or {}
         method = load_method(directory / METHOD_FOLDER)
         codec = load_codec(directory / CODEC_FOLDER) if folders.get("codec") else None
         if codec is not None and codec.dim != method.output_dim:
             raise DiveError(f"{directory}: codec dim {codec.dim} does not match the method's output {method.output_dim}")
         return cls(method, codec)
+
+
+def _check_parts(directory: Path, checksums: Any) -> None:
+    """Each part's ``config.json`` must be the one the manifest recorded (older manifests record none)."""
+    if not isinstance(checksums, dict) or not set(checksums) <= {METHOD_FOLDER, CODEC_FOLDER}:
+        raise DiveError(f"{directory / PIPELINE_FILE}: 'checksums' must map {METHOD_FOLDER}/{CODEC_FOLDER} to SHA-256s")
+    for folder, expected in checksums.items():
+        config = directory / folder / CONFIG_FILE
+        if not config.is_file() or sha256_file(config) != expected:
+            raise DiveError(f"{directory / folder}: does not match {PIPELINE_FILE} "
+                            "(altered, or a save was interrupted); save the pipeline again")

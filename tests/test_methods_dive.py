@@ -7,7 +7,8 @@ import torch
 from dive.errors import DiveError
 from dive.methods import create_method, load_method
 from dive.methods.dive import PAPER_TABLE_8, Dive, MultiHeadAdapter, parameter_count
-from helpers import toy_train_set
+from dive.evaluate import evaluate_method
+from helpers import synthetic_embeddings, toy_train_set
 
 
 def small_dive(**overrides):
@@ -78,11 +79,13 @@ def test_ablation_switches_remove_the_contrastive_term():
     assert all(record["loss_contrast"] == 0.0 for record in single_head.history)
 
 
-def test_same_seed_gives_bit_identical_adapters_on_cpu():
+def test_same_seed_gives_bit_identical_adapters_and_metrics_on_cpu():
     first = small_dive().fit(toy_train_set())
     second = small_dive().fit(toy_train_set())
     for name, tensor in first.tensors().items():
         assert torch.equal(tensor, second.tensors()[name]), name
+    eval_set = synthetic_embeddings(60, 40).eval_set({f"q{i}": {f"d{i}": 1} for i in range(40)})
+    assert evaluate_method(first, eval_set) == evaluate_method(second, eval_set)
     third = small_dive(train={"epochs": 8, "batch_size": 32, "lr": 1e-3, "progress": False, "seed": 1}).fit(toy_train_set())
     assert not torch.equal(first.tensors()["net.0.weight"], third.tensors()["net.0.weight"])
 

@@ -10,8 +10,8 @@ from dive.quantize import create_codec
 from helpers import random_unit
 
 
-def fitted_pipeline(codec=None):
-    corpus = random_unit(200, 32)
+def fitted_pipeline(codec=None, seed=0):
+    corpus = random_unit(200, 32, seed)
     method = create_method("pca", dim=16).fit(TrainSet.unsupervised(corpus))
     pipeline = Pipeline(method)
     if codec:
@@ -43,3 +43,39 @@ def test_a_codec_of_the_wrong_width_is_refused(tmp_path):
     pipeline.save(tmp_path / "p")
     with pytest.raises(DiveError, match="codec dim 32 does not match the method's output 16"):
         Pipeline.load(tmp_path / "p")
+
+
+def test_a_part_that_no_longer_matches_the_manifest_is_refused(tmp_path):
+    pipeline, _ = fitted_pipeline("int8")
+    folder = pipeline.save(tmp_path / "p")
+    other, _ = fitted_pipeline(seed=1)
+    other.method.save(folder / "method")  # a valid method folder, but not the one pipeline.json recorded
+    with pytest.raises(DiveError, match="method: does not match pipeline.json"):
+        dive.load(folder)
+
+
+def test_an_interrupted_save_leaves_no_pipeline_behind(tmp_path, monkeypatch):
+    pipeline, _ = fitted_pipeline("int8")
+
+    def crash(directory):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline.codec, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.save(tmp_path / "new")
+    assert not (tmp_path / "new").exists() or not any((tmp_path / "new").iterdir())
+
+    previous, _ = fitted_pipeline("binary", seed=1)
+    previous.save(tmp_path / "old")
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.save(tmp_path / "old")  # new method written, codec not, manifest still the old one
+    with pytest.raises(DiveError, match="does not match pipeline.json"):
+        dive.load(tmp_path / "old")
+
+
+def test_a_method_folder_without_its_manifest_is_called_incomplete(tmp_path):
+    pipeline, _ = fitted_pipeline("int8")
+    folder = pipeline.save(tmp_path / "p")
+    (folder / "pipeline.json").unlink()
+    with pytest.raises(DiveError, match="incomplete pipeline"):
+        dive.load(folder)

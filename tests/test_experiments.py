@@ -148,3 +148,22 @@ def test_codec_cells_share_the_fitted_method_and_feed_the_frontier(scifact_slice
     assert (tmp_path / "frontier_heldout.png").exists()
     # codec cells never leak into the float tables: frozen's row shows the float number
     assert f"| {by_label[('frozen', 'none')]['frozen_metrics']['ndcg@10']:.4f} |" in report
+
+
+def _record(protocol, method, seed, ndcg, dim=128):
+    metrics = {"ndcg@10": ndcg, "recall@10": ndcg}
+    frozen = {"ndcg@10": 0.6, "recall@10": 0.6}
+    return {"dataset": "toy", "protocol": protocol, "method": method, "dim": dim, "input_dim": 384, "seed": seed,
+            "metrics": metrics, "frozen_metrics": frozen, "retention": {k: v / 0.6 for k, v in metrics.items()},
+            "train_seconds": 1.0, "wall_seconds": 1.0, "config": {}, "codec_label": "none", "bytes_per_vector": 4.0 * dim}
+
+
+def test_report_marks_cells_with_fewer_seeds_and_inflation_compares_the_same_seeds():
+    from dive.experiments.report import build_report
+
+    records = [_record("heldout", "dive", seed, ndcg) for seed, ndcg in enumerate([0.50, 0.52, 0.54])]
+    records += [_record("heldout", "truncate", 0, 0.45), _record("paper", "dive", 0, 0.90)]
+    report = build_report(records)
+    assert "| toy | 0.6000 | 0.4500 (n=1) | **0.5200 ± 0.0200** |" in report
+    # inflation uses seed 0 only, the one seed both protocols have: 0.90 - 0.50
+    assert "| toy | dive | 128 | 1 | 0.5000 | 0.9000 | +0.4000 |" in report

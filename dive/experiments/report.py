@@ -54,9 +54,14 @@ class Results:
         for record in self.records:
             self.cells[(record["protocol"], record["dataset"], record["method"], record["dim"])].append(record)
 
-    def values(self, protocol: str, dataset: str, method: str, dim: int, key: str, metric: str = "ndcg@10") -> list[float]:
+    def values(self, protocol: str, dataset: str, method: str, dim: int, key: str, metric: str = "ndcg@10",
+               seeds: set[int] | None = None) -> list[float]:
         return [float(record[key][metric]) if isinstance(record[key], dict) else float(record[key])
-                for record in self.cells.get((protocol, dataset, method, dim), [])]
+                for record in self.cells.get((protocol, dataset, method, dim), [])
+                if seeds is None or record["seed"] in seeds]
+
+    def seeds(self, protocol: str, dataset: str, method: str, dim: int) -> set[int]:
+        return {record["seed"] for record in self.cells.get((protocol, dataset, method, dim), [])}
 
     def frozen(self, protocol: str, dataset: str, metric: str = "ndcg@10") -> float | None:
         for record in self.records:
@@ -70,12 +75,13 @@ class Results:
         return sorted(chosen, key=lambda value: (str(type(value)), value))
 
 
-def mean_std(values: list[float], digits: int = 4) -> str:
+def mean_std(values: list[float], digits: int = 4, n_expected: int = 1) -> str:
+    """``mean ± std`` over seeds; ``(n=k)`` marks a cell with fewer seeds than others in its table."""
     if not values:
         return "–"
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
+    text = f"{values[0]:.{digits}f}" if len(values) == 1 else \
+        f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
+    return text + (f" (n={len(values)})" if len(values) < n_expected else "")
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -97,6 +103,7 @@ def metric_table(results: Results, protocol: str, dim: int, methods: Iterable[st
     if not present:
         return []
     rows = []
+    n_seeds = _most_seeds(results, protocol, dim, datasets, present)
     for dataset in datasets:
         means = {m: np.mean(v) for m in present if (v := results.values(protocol, dataset, m, dim, key, metric))}
         best = max(means, key=means.get) if means else None
@@ -105,16 +112,22 @@ def metric_table(results: Results, protocol: str, dim: int, methods: Iterable[st
             frozen = results.frozen(protocol, dataset, metric)
             row.append(f"{frozen:.{digits}f}" if frozen is not None else "–")
         for method in present:
-            cell = mean_std(results.values(protocol, dataset, method, dim, key, metric), digits)
+            cell = mean_std(results.values(protocol, dataset, method, dim, key, metric), digits, n_seeds)
             row.append(f"**{cell}**" if method == best and key == "metrics" else cell)
         rows.append(row)
     header = ["dataset", *(["frozen (full dim)"] if key == "metrics" else []), *present]
     return _table(header, rows)
 
 
+def _most_seeds(results: Results, protocol: str, dim: int, datasets: list[str], methods: list[str]) -> int:
+    return max((len(results.seeds(protocol, d, m, dim)) for d in datasets for m in methods), default=1)
+
+
 def time_table(results: Results, protocol: str, dim: int, methods: Iterable[str]) -> list[str]:
     datasets, present = _present(results, protocol, dim, methods)
-    rows = [[dataset, *[mean_std(results.values(protocol, dataset, m, dim, "train_seconds"), 1) for m in present]]
+    n_seeds = _most_seeds(results, protocol, dim, datasets, present)
+    rows = [[dataset, *[mean_std(results.values(protocol, dataset, m, dim, "train_seconds"), 1, n_seeds)
+                        for m in present]]
             for dataset in datasets]
     return _table(["dataset", *present], rows) if present else []
 
@@ -145,13 +158,15 @@ def inflation(results: Results) -> list[str]:
     for dataset in results.sorted_set("dataset"):
         for method in results.sorted_set("method", dataset=dataset):
             for dim in results.sorted_set("dim", dataset=dataset, method=method):
-                heldout = results.values("heldout", dataset, method, dim, "metrics")
-                paper = results.values("paper", dataset, method, dim, "metrics")
+                seeds = results.seeds("heldout", dataset, method, dim) & results.seeds("paper", dataset, method, dim)
+                heldout = results.values("heldout", dataset, method, dim, "metrics", seeds=seeds)
+                paper = results.values("paper", dataset, method, dim, "metrics", seeds=seeds)
                 if heldout and paper:
                     gain = np.mean(paper) - np.mean(heldout)
-                    rows.append([dataset, method, str(dim), f"{np.mean(heldout):.4f}", f"{np.mean(paper):.4f}",
-                                 f"{gain:+.4f}"])
-    return _table(["dataset", "method", "dim", "heldout", "paper (transductive)", "inflation"], rows) if rows else []
+                    rows.append([dataset, method, str(dim), str(len(seeds)), f"{np.mean(heldout):.4f}",
+                                 f"{np.mean(paper):.4f}", f"{gain:+.4f}"])
+    header = ["dataset", "method", "dim", "seeds", "heldout", "paper (transductive)", "inflation"]
+    return _table(header, rows) if rows else []
 
 
 def frontier_table(results: Results, protocol: str, budget: float = 64) -> list[str]:
@@ -237,7 +252,7 @@ def build_report(records: list[dict[str, Any]], figures: Iterable[str] = (), wal
     if table:
         lines += ["## How much the paper protocol inflates each method", "",
                   "nDCG@10 under the transductive paper protocol minus nDCG@10 held out, same method, dim and "
-                  "seeds.", ""] + table
+                  "seeds (the seeds both protocols have finished).", ""] + table
     figures = list(figures)
     if figures:
         lines += ["## Figures", ""] + [f"![{name}]({name})" for name in figures] + [""]

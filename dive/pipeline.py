@@ -112,10 +112,10 @@ class Pipeline:
                 raise DiveError(f"{directory}: incomplete pipeline (no {PIPELINE_FILE}; its save was interrupted)")
             return cls(load_method(directory))
         manifest = read_record(manifest_path, FORMAT)
-        _check_parts(directory, manifest.get("checksums", {}))
         folders = manifest.get("folders") or {}
         method = load_method(directory / METHOD_FOLDER)
         codec = load_codec(directory / CODEC_FOLDER) if folders.get("codec") else None
+        _check_parts(directory, manifest.get("checksums", {}))  # each part is whole; are they this save's?
         if codec is not None and codec.dim != method.output_dim:
             raise DiveError(f"{directory}: codec dim {codec.dim} does not match the method's output {method.output_dim}")
         return cls(method, codec)

@@ -134,6 +134,11 @@ CASES = {
                                 "config.json: not valid JSON"),
     "not a pipeline folder": (lambda r: (r / "pipeline" / "pipeline.json").write_text('{"format": "other"}'),
                               EVALUATE, "pipeline.json: not a dive-pipeline/1 file"),
+    "method swapped after the pipeline was saved": (
+        lambda r: create_method("pca", dim=8).fit(TrainSet.unsupervised(random_unit(60, 16, seed=1))).save(
+            r / "pipeline" / "method"), EVALUATE, "method: does not match pipeline.json"),
+    "pipeline whose save never finished": (lambda r: (r / "pipeline" / "pipeline.json").unlink(), EVALUATE,
+                                           "incomplete pipeline (no pipeline.json"),
     # dive compress
     "vectors with NaN to compress": (lambda r: np.save(r / "in.npy", with_value(40, 1, np.nan)(random_unit(60, 16))),
                                      COMPRESS, "in.npy (chunk from row 0): row 40 contains NaN or inf"),

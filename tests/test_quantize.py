@@ -145,6 +145,17 @@ def test_int8_error_bound_and_clipping():
     assert np.array_equal(codec.encode(outside), np.full((1, 48), 255, np.uint8))
 
 
+def test_int8_dimension_too_narrow_for_a_float32_step_decodes_to_its_low_value():
+    corpus = unit_rows(10, 4)
+    corpus[:, 1] = 0.0
+    corpus[3, 1] = np.float32(1e-44)  # width / 255 underflows to 0 in float32
+    codec = create_codec("int8").fit(corpus)
+    with np.errstate(all="raise"):
+        decoded = codec.decode(codec.encode(corpus))
+    assert np.all(decoded[:, 1] == 0.0)
+    assert np.all(np.abs(decoded - corpus) <= (corpus.max(0) - corpus.min(0)) / 255 / 2 + 1e-6)
+
+
 def test_binary_hamming_matches_brute_force_at_odd_dim():
     corpus, queries = unit_rows(200, 20, seed=2), unit_rows(5, 20, seed=3)
     codec = create_codec("binary").fit(corpus)

@@ -58,8 +58,10 @@ class Int8(Codec):
     def _set_range(self, low: np.ndarray, high: np.ndarray) -> None:
         self.low = low
         self.high = high
-        width = high - low
-        self.step = np.where(width > 0, width / LEVELS, 1.0).astype(np.float32)
+        step = ((high - low) / LEVELS).astype(np.float32)
+        # A constant dimension, or one so narrow that its step underflows float32, keeps step 1:
+        # every value then codes to 0 and decodes to ``low``.
+        self.step = np.where(np.isfinite(step) & (step > 0), step, np.float32(1.0)).astype(np.float32)
 
     def _encode(self, vectors: np.ndarray) -> np.ndarray:
         scaled = np.rint((vectors - self.low) / self.step)

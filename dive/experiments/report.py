@@ -79,8 +79,10 @@ def mean_std(values: list[float], digits: int = 4, n_expected: int = 1) -> str:
     """``mean ± std`` over seeds; ``(n=k)`` marks a cell with fewer seeds than others in its table."""
     if not values:
         return "–"
-    text = f"{values[0]:.{digits}f}" if len(values) == 1 else \
-        f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
+    if len(values) == 1:
+        text = f"{values[0]:.{digits}f}"
+    else:
+        text = f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
     return text + (f" (n={len(values)})" if len(values) < n_expected else "")
 
 

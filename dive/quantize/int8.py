@@ -61,7 +61,7 @@ class Int8(Codec):
         step = ((high - low) / LEVELS).astype(np.float32)
         # A constant dimension, or one so narrow that its step underflows float32, keeps step 1:
         # every value then codes to 0 and decodes to ``low``.
-        self.step = np.where(np.isfinite(step) & (step > 0), step, np.float32(1.0)).astype(np.float32)
+        self.step = np.where(np.isfinite(step) & (step > 0), step, np.float32(1.0))
 
     def _encode(self, vectors: np.ndarray) -> np.ndarray:
         scaled = np.rint((vectors - self.low) / self.step)

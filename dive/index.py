@@ -3,6 +3,8 @@
 ``build_index`` stores the corpus the way the pipeline stores it (float32 output, or codec
 codes) in the faiss index that ranks like dive's evaluation: ``IndexFlatIP`` without a codec,
 ``IndexScalarQuantizer`` for float16/int8, ``IndexPQ`` for pq, ``IndexBinaryFlat`` for binary.
+Float storage is searched through :class:`dive.search.FlatSearch`, which scans for a few queries
+at a time on every core.
 Beside ``PATH`` it writes ``PATH.json``: the document ids (faiss stores row numbers), the
 pipeline and model folders, and the index's SHA-256, checked on load. Both files are written
 atomically, the index first; faiss index files are plain binary, never code.
@@ -21,6 +23,7 @@ from dive import __version__
 from dive.errors import DiveError
 from dive.pipeline import Pipeline
 from dive.saved import read_record
+from dive.search import FlatSearch
 from dive.utils import atomic_path, sha256_file, write_json
 
 FORMAT = "dive-index/1"
@@ -32,7 +35,8 @@ def manifest_path(index_path: Path) -> Path:
 
 @dataclass
 class SearchIndex:
-    """A loaded index: the faiss index, its pipeline, row -> document id, and the text model."""
+    """A loaded index: the faiss index (float storage wrapped in :class:`FlatSearch`), its pipeline,
+    row -> document id, and the text model."""
 
     index: Any
     pipeline: Pipeline
@@ -98,4 +102,5 @@ def load_index(path: str | Path) -> SearchIndex:
     doc_ids = record.get("doc_ids")
     if not isinstance(doc_ids, list) or len(doc_ids) != index.ntotal:
         raise DiveError(f"{record_path}: its document ids do not match the index's {index.ntotal} vectors")
-    return SearchIndex(index, Pipeline.load(record["pipeline"]), [str(i) for i in doc_ids], record.get("model"))
+    searcher = FlatSearch(index) if isinstance(index, faiss.IndexFlatIP) else index
+    return SearchIndex(searcher, Pipeline.load(record["pipeline"]), [str(i) for i in doc_ids], record.get("model"))

@@ -19,7 +19,10 @@ FEW_QUERIES = 20
 
 
 class FlatSearch:
-    """Exact top-k inner-product search over the rows of a faiss ``IndexFlatIP``."""
+    """Exact top-k inner-product search over the rows of a faiss ``IndexFlatIP``.
+
+    The scan reads the index's storage in place, so the index must not grow once wrapped.
+    """
 
     def __init__(self, index: faiss.IndexFlatIP) -> None:
         self.index = index

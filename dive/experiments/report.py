@@ -164,7 +164,7 @@ def inflation(results: Results) -> list[str]:
                 heldout = results.values("heldout", dataset, method, dim, "metrics", seeds=seeds)
                 paper = results.values("paper", dataset, method, dim, "metrics", seeds=seeds)
                 if heldout and paper:
-                    gain = np.mean(paper) - np.mean(heldout)
+                    gain = round(float(np.mean(paper) - np.mean(heldout)), 4) + 0.0  # + 0.0: no "-0.0000"
                     rows.append([dataset, method, str(dim), str(len(seeds)), f"{np.mean(heldout):.4f}",
                                  f"{np.mean(paper):.4f}", f"{gain:+.4f}"])
     header = ["dataset", "method", "dim", "seeds", "heldout", "paper (transductive)", "inflation"]

@@ -7,8 +7,7 @@ values), through the search dive uses (``dive search``, evaluation):
   memory-bandwidth bound is ``bandwidth / (n_docs * bytes_per_vector)`` queries/s. Float storage
   goes through :class:`dive.search.FlatSearch` (a multi-threaded BLAS scan); codecs through
   their faiss index;
-* batches of 256 queries (offline throughput): faiss uses a BLAS matmul over blocks of the
-  corpus, so it is compute- rather than bandwidth-bound.
+* batches of 256 queries (offline throughput): faiss spreads the queries over the cores.
 
 For float storage the benchmark also times faiss's own one-query scan (``IndexFlatIP.search``
 with one query, which runs on one thread) as the reference the BLAS scan replaces.

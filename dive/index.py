@@ -3,8 +3,8 @@
 ``build_index`` stores the corpus the way the pipeline stores it (float32 output, or codec
 codes) in the faiss index that ranks like dive's evaluation: ``IndexFlatIP`` without a codec,
 ``IndexScalarQuantizer`` for float16/int8, ``IndexPQ`` for pq, ``IndexBinaryFlat`` for binary.
-Float storage is searched through :class:`dive.search.FlatSearch`, which scans for a few queries
-at a time on every core.
+Float storage is searched through :class:`dive.search.FlatSearch`, which scans a single query
+on every core.
 Beside ``PATH`` it writes ``PATH.json``: the document ids (faiss stores row numbers), the
 pipeline and model folders, and the index's SHA-256, checked on load. Both files are written
 atomically, the index first; faiss index files are plain binary, never code.

@@ -1,10 +1,10 @@
 """Exact inner-product search over float32 rows: the one search used everywhere.
 
-Rows live in a faiss ``IndexFlatIP``. For a batch of queries faiss's blocked BLAS matmul is the
-fast way; for a handful of queries (online serving) faiss scans on one thread, which reads the
-corpus at about a single core's bandwidth. :class:`FlatSearch` then reads the same rows with one
-multi-threaded BLAS matrix-vector product per call and picks the top k with ``torch.topk``, so a
-query's cost follows the corpus's bytes (``benchmarks/bench_search.py`` measures both).
+Rows live in a faiss ``IndexFlatIP``. faiss spreads a batch of queries over the cores, one
+query per thread, so a single query (online serving) is scanned by one core at about one core's
+bandwidth. :class:`FlatSearch` scans a single query with one multi-threaded BLAS matrix-vector
+product instead and picks the top k with ``torch.topk``, so its cost follows the corpus's bytes;
+two or more queries go to faiss, which measured faster there (``benchmarks/bench_search.py``).
 """
 
 from __future__ import annotations
@@ -12,10 +12,6 @@ from __future__ import annotations
 import faiss
 import numpy as np
 import torch
-
-FEW_QUERIES = 20
-"""Below this many queries faiss scans one query per thread instead of using BLAS (its default
-``distance_compute_blas_threshold``), so :class:`FlatSearch` uses its own BLAS scan."""
 
 
 class FlatSearch:
@@ -39,11 +35,10 @@ class FlatSearch:
         """``(scores, rows)``, each ``[n_queries, k]``, best first (k capped at the corpus size)."""
         query_vectors = np.ascontiguousarray(query_vectors, dtype=np.float32)
         k = min(k, self.index.ntotal)
-        if len(query_vectors) >= FEW_QUERIES:
+        if len(query_vectors) != 1:
             return self.index.search(query_vectors, k)
-        scores = torch.from_numpy(self.doc_vectors @ query_vectors.T)
-        top_scores, top_rows = torch.topk(scores, k, dim=0)
-        return top_scores.T.contiguous().numpy(), top_rows.T.contiguous().numpy()
+        top_scores, top_rows = torch.topk(torch.from_numpy(self.doc_vectors @ query_vectors[0]), k)
+        return top_scores.numpy()[None], top_rows.numpy()[None]
 
 
 def exact_search(query_vectors: np.ndarray, doc_vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

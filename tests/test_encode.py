@@ -19,3 +19,10 @@ def test_unknown_engine_and_too_many_workers_fail_clearly(local_ray):
         EncodeConfig(engine="spark")
     with pytest.raises(DiveError, match="2 Ray workers leave none of the cluster's 2 CPUs"):
         encode_texts(["a text"], EncodeConfig(engine="ray", ray_workers=2))
+
+
+def test_progress_bar_shows_by_default_and_no_progress_hides_it(capfd):
+    encode_texts(["a text"], EncodeConfig(use_cache=False))
+    assert "Batches" in capfd.readouterr().err
+    encode_texts(["a text"], EncodeConfig(use_cache=False, progress=False))
+    assert "Batches" not in capfd.readouterr().err

@@ -184,3 +184,12 @@ def test_report_marks_cells_with_fewer_seeds_and_inflation_compares_the_same_see
     assert "| toy | 0.6000 | 0.4500 (n=1) | **0.5200 ± 0.0200** |" in report
     # inflation uses seed 0 only, the one seed both protocols have: 0.90 - 0.50
     assert "| toy | dive | 128 | 1 | 0.5000 | 0.9000 | +0.4000 |" in report
+
+
+def test_report_names_the_embedding_model_of_each_dataset():
+    from dive.experiments.report import build_report
+
+    records = [dict(_record("heldout", "dive", 0, 0.5), model="all-mpnet-base-v2"),
+               dict(_record("heldout", "dive", 0, 0.5), dataset="other", model="all-MiniLM-L6-v2")]
+    report = build_report(records)
+    assert "Frozen embeddings: all-MiniLM-L6-v2 for other; all-mpnet-base-v2 for toy." in report

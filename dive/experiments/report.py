@@ -214,6 +214,17 @@ def environment(records: list[dict[str, Any]], wall_seconds: float | None) -> li
     return lines
 
 
+def embedding_models(records: list[dict[str, Any]]) -> list[str]:
+    """Which frozen embedding model produced each dataset's vectors (every number depends on it)."""
+    datasets_by_model: dict[str, set[str]] = {}
+    for record in records:
+        datasets_by_model.setdefault(str(record.get("model", "unrecorded")), set()).add(record["dataset"])
+    if not datasets_by_model:
+        return []
+    return ["Frozen embeddings: " + "; ".join(f"{model} for {', '.join(sorted(datasets))}"
+                                              for model, datasets in sorted(datasets_by_model.items())) + ".", ""]
+
+
 def build_report(records: list[dict[str, Any]], figures: Iterable[str] = (), wall_seconds: float | None = None) -> str:
     """The markdown report of a grid: tables per protocol, inflation, comparison, environment."""
     results = Results(records)
@@ -221,6 +232,7 @@ def build_report(records: list[dict[str, Any]], figures: Iterable[str] = (), wal
              "Every number below was computed by dive and read from `results.jsonl`. nDCG@10 and Recall@10 by "
              "exact inner-product search of the whole corpus (pytrec_eval); mean ± std over seeds where there are "
              "several; the best compressed method per row in **bold**.", ""]
+    lines += embedding_models(records)
     budgets = sorted({r["config"]["train"]["epochs"] for r in records if "train" in r.get("config", {})})
     if budgets:
         lines += [f"Training budget: {', '.join(map(str, budgets))} epochs per adapter (the paper trains 50)"

@@ -414,7 +414,8 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
             raise DiveError(f"--vectors expects DATASET=FOLDER, got {assignment!r}")
         vectors[dataset] = folder
     spec = GridSpec(out=Path(args.out), overrides=overrides, data_dir=args.data_dir, tune_trials=args.tune,
-                    encode=EncodeConfig(model=args.model, device=args.device, progress=not args.no_progress), vectors=vectors, **settings)
+                    encode=EncodeConfig(model=args.model, device=args.device, progress=not args.no_progress),
+                    vectors=vectors, **settings)
     print(reproduce(spec))
 
 

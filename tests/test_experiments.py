@@ -75,6 +75,20 @@ def test_grid_resumes_without_recomputing_and_report_matches_results(scifact_sli
         assert (tmp_path / figure).stat().st_size > 1000
 
 
+def test_cells_run_seed_major_so_a_stopped_grid_leaves_whole_tables(tmp_path):
+    spec = GridSpec(out=tmp_path, methods=["frozen", "truncate", "dive"], dims=[128, 256, 512], seeds=[0, 1, 2],
+                    protocols=["heldout", "paper"])
+    order = list(grid_module.cells(spec, input_dim=384))
+    assert len(order) == len(set(order)) == 2 * (1 + 2 * 2 * 3)  # frozen once, dims below 384 only
+    frozen = [cell for cell in order if cell[1] == "frozen"]
+    assert frozen == [("heldout", "frozen", 384, 0), ("paper", "frozen", 384, 0)]
+    seeds = [seed for *_, seed in order]
+    assert seeds == sorted(seeds)
+    first_seed = {(protocol, method, dim) for protocol, method, dim, seed in order if seed == 0}
+    assert first_seed == {(p, m, d) for p in ("heldout", "paper") for m, d in
+                          [("frozen", 384), *((m, d) for m in ("truncate", "dive") for d in (128, 256))]}
+
+
 def test_a_torn_last_line_is_dropped_and_the_cell_rerun(scifact_slice, tmp_path):
     folder, vectors = scifact_slice
     spec = mini_grid(folder, vectors, tmp_path)

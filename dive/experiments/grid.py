@@ -127,13 +127,17 @@ def append_result(path: Path, record: dict[str, Any]) -> None:
 
 
 def cells(spec: GridSpec, input_dim: int) -> Iterator[tuple[str, str, int, int]]:
-    """(protocol, method, dim, seed) of one dataset; frozen once per protocol, dims below the input's."""
-    for protocol, method in product(spec.protocols, spec.methods):
-        if method == "frozen":
-            yield protocol, method, input_dim, spec.seeds[0]
-            continue
-        for dim, seed in product(spec.dims, spec.seeds):
-            if dim < input_dim:
+    """(protocol, method, dim, seed) of one dataset; frozen once per protocol, dims below the input's.
+
+    Seed-major: every protocol, dim and method runs at the first seed before any runs at the next,
+    so a grid stopped part-way still leaves whole tables (one seed) rather than some rows only.
+    """
+    for seed, protocol in product(spec.seeds, spec.protocols):
+        for dim, method in product(spec.dims, spec.methods):
+            if method == "frozen":
+                if seed == spec.seeds[0] and dim == spec.dims[0]:
+                    yield protocol, method, input_dim, seed
+            elif dim < input_dim:
                 yield protocol, method, dim, seed
 
 

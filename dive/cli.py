@@ -281,8 +281,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 def _encode_config(args: argparse.Namespace):
     from dive.encode import EncodeConfig
 
-    return EncodeConfig(model=args.model, batch_size=args.encode_batch_size, device=args.device,
-                        use_cache=not args.no_cache, engine=getattr(args, "engine", "local"),
+    return EncodeConfig(model=args.model, batch_size=getattr(args, "encode_batch_size", EncodeConfig.batch_size),
+                        device=args.device, use_cache=not getattr(args, "no_cache", False),
+                        engine=getattr(args, "engine", "local"),
                         ray_address=getattr(args, "ray_address", None), ray_workers=getattr(args, "workers", 1),
                         progress=not getattr(args, "no_progress", False))
 
@@ -376,7 +377,6 @@ def _csv(text: str | None) -> list[str] | None:
 def cmd_reproduce(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from dive.encode import EncodeConfig
     from dive.experiments import PRESETS, GridSpec, reproduce, write_report
     from dive.methods import REGISTRY
 
@@ -414,8 +414,7 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
             raise DiveError(f"--vectors expects DATASET=FOLDER, got {assignment!r}")
         vectors[dataset] = folder
     spec = GridSpec(out=Path(args.out), overrides=overrides, data_dir=args.data_dir, tune_trials=args.tune,
-                    encode=EncodeConfig(model=args.model, device=args.device, progress=not args.no_progress),
-                    vectors=vectors, **settings)
+                    encode=_encode_config(args), vectors=vectors, **settings)
     print(reproduce(spec))
 
 

@@ -133,11 +133,10 @@ def cells(spec: GridSpec, input_dim: int) -> Iterator[tuple[str, str, int, int]]
     so a grid stopped part-way still leaves whole tables (one seed) rather than some rows only.
     """
     for seed, protocol in product(spec.seeds, spec.protocols):
+        if seed == spec.seeds[0] and "frozen" in spec.methods:
+            yield protocol, "frozen", input_dim, seed
         for dim, method in product(spec.dims, spec.methods):
-            if method == "frozen":
-                if seed == spec.seeds[0] and dim == spec.dims[0]:
-                    yield protocol, method, input_dim, seed
-            elif dim < input_dim:
+            if method != "frozen" and dim < input_dim:
                 yield protocol, method, dim, seed
 
 

@@ -121,6 +121,26 @@ def test_a_folder_holds_one_models_cells(scifact_slice, tmp_path):
     assert (tmp_path / "grid" / "results.jsonl").read_bytes() == before
 
 
+def test_a_second_grid_into_a_busy_folder_stops_before_any_work(scifact_slice, tmp_path):
+    """Two processes on one folder would each redo the other's cells; the second must refuse."""
+    import fcntl
+
+    folder, vectors = scifact_slice
+    out = tmp_path / "grid"
+    out.mkdir()
+    with open(out / grid_module.LOCK_FILE, "w") as held:
+        held.write("pid 4242\n")
+        held.flush()
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(DiveError, match=r"another dive reproduce \(pid 4242\) is running into this folder"):
+            reproduce(mini_grid(folder, vectors, out))
+        assert not (out / "results.jsonl").exists()
+    spec = mini_grid(folder, vectors, out)
+    spec.methods, spec.protocols = ["frozen"], ["heldout"]
+    reproduce(spec)
+    assert [r["method"] for r in read_results(out / "results.jsonl")] == ["frozen"]
+
+
 def test_a_corrupt_line_in_the_middle_is_an_error(tmp_path):
     path = tmp_path / "results.jsonl"
     path.write_text('{"a": 1}\nnot json\n{"b": 2}\n')

@@ -3,6 +3,7 @@
 One cell = (dataset, protocol, method, dim, seed). Each dataset is embedded once. A finished
 cell is appended (flushed and fsynced) to ``DIR/results.jsonl`` as soon as it completes, so an
 interrupted run resumes where it stopped; a torn last line left by a killed run is dropped.
+One process at a time may run a grid into a folder: a second one would redo the first one's cells.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import logging
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from itertools import product
 from pathlib import Path
@@ -28,6 +30,7 @@ from dive.utils import atomic_path
 log = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.jsonl"
+LOCK_FILE = ".lock"
 CELL_FIELDS = ("dataset", "protocol", "method", "dim", "seed", "codec_label")
 
 
@@ -172,9 +175,37 @@ def _check_one_model(records: list[dict[str, Any]], dataset: str, model: str, pa
                         "use another --out folder")
 
 
+@contextmanager
+def _folder_lock(out: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``out`` (released when the process exits, even if killed)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX (Windows): run unlocked
+        yield
+        return
+    with open(out / LOCK_FILE, "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise DiveError(f"{out}: another dive reproduce ({holder}) is running into this folder; "
+                            "wait for it or use another --out folder") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}\n")
+        handle.flush()
+        yield
+
+
 def run_grid(spec: GridSpec) -> list[dict[str, Any]]:
     """Run every missing cell of ``spec``; return all records (old and new) in ``results.jsonl``."""
     spec.out.mkdir(parents=True, exist_ok=True)
+    with _folder_lock(spec.out):
+        return _run_missing_cells(spec)
+
+
+def _run_missing_cells(spec: GridSpec) -> list[dict[str, Any]]:
     path = spec.out / RESULTS_FILE
     records = read_results(path)
     _repair(path, records)

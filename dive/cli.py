@@ -167,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--tune", type=int, default=0, metavar="TRIALS",
                            help="tune DIVE per dataset on the validation slice with TRIALS trials first (default off)")
     reproduce.add_argument("--report-only", action="store_true", help="rebuild report.md and figures, run nothing")
+    reproduce.add_argument("--merge-from", action="append", default=[], metavar="RESULTS_JSONL",
+                           help="first add the cells of another results.jsonl to DIR (a grid split by --methods "
+                                "over several processes or machines; DIR's record wins where both have a cell); "
+                                "repeat per file; with --report-only, merge and rebuild the report only")
     reproduce.add_argument("--data-dir", help="folder holding dataset folders")
     reproduce.add_argument("--model", help="local sentence-transformers folder (default: packaged all-MiniLM-L6-v2)")
     reproduce.add_argument("--vectors", action="append", default=[], metavar="DATASET=FOLDER",
@@ -377,9 +381,12 @@ def _csv(text: str | None) -> list[str] | None:
 def cmd_reproduce(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from dive.experiments import PRESETS, GridSpec, reproduce, write_report
+    from dive.experiments import PRESETS, GridSpec, merge_results, reproduce, write_report
     from dive.methods import REGISTRY
 
+    if args.merge_from:
+        added = merge_results(Path(args.out), [Path(source) for source in args.merge_from])
+        print(f"added {added} cells to {Path(args.out) / 'results.jsonl'}")
     if args.report_only:
         print(write_report(Path(args.out)))
         return

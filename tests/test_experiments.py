@@ -6,7 +6,7 @@ import pytest
 from dive.data import Embeddings
 from dive.encode import save_embeddings
 from dive.errors import DiveError
-from dive.experiments import GridSpec, read_results, reproduce
+from dive.experiments import GridSpec, merge_results, read_results, reproduce
 from dive.experiments import grid as grid_module
 
 
@@ -139,6 +139,39 @@ def test_a_second_grid_into_a_busy_folder_stops_before_any_work(scifact_slice, t
     spec.methods, spec.protocols = ["frozen"], ["heldout"]
     reproduce(spec)
     assert [r["method"] for r in read_results(out / "results.jsonl")] == ["frozen"]
+
+
+def test_a_grid_split_by_method_merges_into_the_whole_grid(scifact_slice, tmp_path):
+    folder, vectors = scifact_slice
+    for name, methods in (("whole", ["frozen", "truncate", "pca"]), ("a", ["frozen", "truncate"]), ("b", ["pca"])):
+        spec = mini_grid(folder, vectors, tmp_path / name)
+        spec.methods, spec.protocols = methods, ["heldout"]
+        reproduce(spec)
+    merged = tmp_path / "merged"
+    assert merge_results(merged, [tmp_path / "a" / "results.jsonl", tmp_path / "b" / "results.jsonl"]) == 3
+    assert merge_results(merged, [tmp_path / "whole" / "results.jsonl"]) == 0
+
+    def metrics(name):
+        return {(r["method"], r["dim"]): r["metrics"] for r in read_results(tmp_path / name / "results.jsonl")}
+
+    assert metrics("merged") == metrics("whole")
+
+
+def test_merging_another_models_cells_or_a_missing_file_changes_nothing(scifact_slice, tmp_path):
+    folder, vectors = scifact_slice
+    spec = mini_grid(folder, vectors, tmp_path / "mine")
+    spec.methods, spec.protocols = ["frozen"], ["heldout"]
+    reproduce(spec)
+    other = tmp_path / "other.jsonl"
+    record = read_results(tmp_path / "mine" / "results.jsonl")[0]
+    other.write_text(json.dumps({**record, "method": "truncate", "model": "some-other-model"}) + "\n")
+    before = (tmp_path / "mine" / "results.jsonl").read_bytes()
+    with pytest.raises(DiveError, match=r"other.jsonl: its scifact cells were embedded with some-other-model, "
+                                        r"but .*results.jsonl's with"):
+        merge_results(tmp_path / "mine", [other])
+    with pytest.raises(DiveError, match="nope.jsonl: no such results file"):
+        merge_results(tmp_path / "mine", [tmp_path / "nope.jsonl"])
+    assert (tmp_path / "mine" / "results.jsonl").read_bytes() == before
 
 
 def test_a_corrupt_line_in_the_middle_is_an_error(tmp_path):

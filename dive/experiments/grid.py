@@ -237,6 +237,41 @@ def _run_missing_cells(spec: GridSpec) -> list[dict[str, Any]]:
     return records
 
 
+def merge_results(out: Path, sources: list[Path]) -> int:
+    """Add the cells of other ``results.jsonl`` files (e.g. one grid split by method over several
+    processes or machines) to ``out``'s; where a cell is in both, ``out``'s record is kept.
+
+    Returns how many records were added. The file is rewritten atomically, so a bad source (missing,
+    corrupt, or another model's cells of a dataset ``out`` holds) leaves ``out`` untouched.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    with _folder_lock(out):
+        path = out / RESULTS_FILE
+        records = read_results(path)
+        done = {cell_key(record) for record in records}
+        added = 0
+        for source in sources:
+            if not source.is_file():
+                raise DiveError(f"{source}: no such results file")
+            for record in read_results(source):
+                if cell_key(record) in done:
+                    continue
+                _check_same_model(records, record, source, path)
+                records.append(record)
+                done.add(cell_key(record))
+                added += 1
+        with atomic_path(path) as tmp:
+            tmp.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
+    return added
+
+
+def _check_same_model(records: list[dict[str, Any]], record: dict[str, Any], source: Path, path: Path) -> None:
+    model, dataset = str(record.get("model")), record.get("dataset")
+    others = sorted({str(r.get("model")) for r in records if r.get("dataset") == dataset} - {model})
+    if others:
+        raise DiveError(f"{source}: its {dataset} cells were embedded with {model}, but {path}'s with "
+                        f"{others[0]}; a folder holds one model's cells per dataset")
+
 
 def write_report(out: Path, wall_seconds: float | None = None) -> Path:
     """(Re)build ``report.md`` and the figures from ``out/results.jsonl``."""

@@ -5,5 +5,5 @@ from dive.experiments.grid import (PRESETS, GridSpec, merge_results, read_result
                                    write_report)
 from dive.experiments.run import ExperimentSpec, load_data, run_experiment
 
-__all__ = ["ExperimentSpec", "GridSpec", "PRESETS", "load_data", "merge_results", "read_results", "reproduce", "run_experiment",
-           "run_grid", "write_report"]
+__all__ = ["ExperimentSpec", "GridSpec", "PRESETS", "load_data", "merge_results", "read_results", "reproduce",
+           "run_experiment", "run_grid", "write_report"]

@@ -115,10 +115,17 @@ def read_results(path: Path) -> list[dict[str, Any]]:
 
 def _repair(path: Path, records: list[dict[str, Any]]) -> None:
     """Rewrite ``results.jsonl`` without a torn tail, atomically, so appends start on a clean line."""
-    text = "".join(json.dumps(record) + "\n" for record in records)
-    if path.exists() and path.read_text(encoding="utf-8") != text:
-        with atomic_path(path) as tmp:
-            tmp.write_text(text, encoding="utf-8")
+    if path.exists() and path.read_text(encoding="utf-8") != _results_text(records):
+        _write_results(path, records)
+
+
+def _results_text(records: list[dict[str, Any]]) -> str:
+    return "".join(json.dumps(record) + "\n" for record in records)
+
+
+def _write_results(path: Path, records: list[dict[str, Any]]) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(_results_text(records), encoding="utf-8")
 
 
 def append_result(path: Path, record: dict[str, Any]) -> None:
@@ -169,10 +176,14 @@ def _tuned_overrides(spec: GridSpec, base: ExperimentSpec, data) -> dict[str, An
 def _check_one_model(records: list[dict[str, Any]], dataset: str, model: str, path: Path) -> None:
     """Cells are keyed without the model, so a folder must hold one model's cells per dataset."""
     name = Path(dataset).name
-    others = sorted({str(r.get("model")) for r in records if r.get("dataset") == name} - {model})
+    others = _other_models(records, name, model)
     if others:
         raise DiveError(f"{path}: its {name} cells were embedded with {others[0]}, not {model}; "
                         "use another --out folder")
+
+
+def _other_models(records: list[dict[str, Any]], dataset: str, model: str) -> list[str]:
+    return sorted({str(r.get("model")) for r in records if r.get("dataset") == dataset} - {model})
 
 
 @contextmanager
@@ -260,14 +271,13 @@ def merge_results(out: Path, sources: list[Path]) -> int:
                 records.append(record)
                 done.add(cell_key(record))
                 added += 1
-        with atomic_path(path) as tmp:
-            tmp.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
+        _write_results(path, records)
     return added
 
 
 def _check_same_model(records: list[dict[str, Any]], record: dict[str, Any], source: Path, path: Path) -> None:
     model, dataset = str(record.get("model")), record.get("dataset")
-    others = sorted({str(r.get("model")) for r in records if r.get("dataset") == dataset} - {model})
+    others = _other_models(records, dataset, model)
     if others:
         raise DiveError(f"{source}: its {dataset} cells were embedded with {model}, but {path}'s with "
                         f"{others[0]}; a folder holds one model's cells per dataset")

@@ -115,17 +115,18 @@ def read_results(path: Path) -> list[dict[str, Any]]:
 
 def _repair(path: Path, records: list[dict[str, Any]]) -> None:
     """Rewrite ``results.jsonl`` without a torn tail, atomically, so appends start on a clean line."""
-    if path.exists() and path.read_text(encoding="utf-8") != _results_text(records):
-        _write_results(path, records)
+    text = _results_text(records)
+    if path.exists() and path.read_text(encoding="utf-8") != text:
+        _write_results(path, text)
 
 
 def _results_text(records: list[dict[str, Any]]) -> str:
     return "".join(json.dumps(record) + "\n" for record in records)
 
 
-def _write_results(path: Path, records: list[dict[str, Any]]) -> None:
+def _write_results(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(_results_text(records), encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8")
 
 
 def append_result(path: Path, record: dict[str, Any]) -> None:
@@ -271,7 +272,7 @@ def merge_results(out: Path, sources: list[Path]) -> int:
                 records.append(record)
                 done.add(cell_key(record))
                 added += 1
-        _write_results(path, records)
+        _write_results(path, _results_text(records))
     return added
 
 

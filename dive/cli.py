@@ -60,8 +60,11 @@ def _ray_arguments(parser: argparse.ArgumentParser, copies: str) -> None:
 
 
 def _protocol_arguments(parser: argparse.ArgumentParser) -> None:
+    from dive.data.splits import PROTOCOLS
+    from dive.quantize import CODECS
+
     group = parser.add_argument_group("protocol and evaluation")
-    group.add_argument("--protocol", choices=["heldout", "paper"], default="heldout",
+    group.add_argument("--protocol", choices=PROTOCOLS, default="heldout",
                        help="heldout (default): test queries never seen in training; paper: the DIVE paper's "
                             "transductive protocol (trains on all qrels, test queries included)")
     group.add_argument("--seed", type=int, default=0, help="seed for initialisation and negative sampling (default 0)")
@@ -69,7 +72,7 @@ def _protocol_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--folds", type=int, default=5, help="folds for test-only datasets (default 5)")
     group.add_argument("--validation-fraction", type=float, default=0.1,
                        help="share of train queries held out for validation/early stopping (default 0.1)")
-    group.add_argument("--codec", choices=["float16", "int8", "binary", "pq", "lossless"],
+    group.add_argument("--codec", choices=list(CODECS),
                        help="post-hoc codec after the method (default: none, float32); bytes_per_vector is reported")
     group.add_argument("--rescore", type=int, help="binary codec: re-rank the top N Hamming candidates")
     group.add_argument("--codec-set", action="append", default=[], metavar="NAME=VALUE",
@@ -181,9 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     tune = commands.add_parser(
         "tune", help="choose DIVE's margin, lambda, tau and heads on the validation slice",
-        description="Random search over SPEC's DIVE search space (Table 8 setting first). Each trial trains on the "
-                    "heldout training queries and is scored on the validation slice carved from them; test queries "
-                    "are never used. Writes the best settings as JSON for `dive train --config`.")
+        description="Random search over DIVE's search space (the paper's Table 8 setting first). Each trial trains on "
+                    "the heldout training queries and is scored on the validation slice carved from them; test "
+                    "queries are never used. Writes the best settings as JSON for `dive train --config`.")
     _data_arguments(tune)
     _protocol_arguments(tune)
     _training_arguments(tune)
@@ -483,13 +486,20 @@ def cmd_search(args: argparse.Namespace) -> None:
             print(f"  {rank:>3}. {hit['doc_id']}  {hit['score']:.4f}")
 
 
+def _method_tags(cls: type) -> str:
+    """``main, supervised, trained, tunable``: what a method class declares about itself."""
+    role = f"ablation of {cls.ablates}" if cls.role == "ablation" else cls.role
+    return ", ".join([role, "supervised" if cls.supervised else "no labels",
+                      "trained" if cls.trains else "no training", *(["tunable"] if cls.tunable else [])])
+
+
 def cmd_methods(args: argparse.Namespace) -> None:
     from dive.methods import REGISTRY
 
     width = max(len(name) for name in REGISTRY)
     for name, cls in REGISTRY.items():
-        kind = "supervised" if cls.supervised else "no labels"
-        print(f"{name:<{width}}  [{kind}] {cls.summary}\n{'':<{width}}  paper: {cls.reference}")
+        print(f"{name:<{width}}  [{_method_tags(cls)}] {cls.summary}\n"
+              f"{'':<{width}}  paper: {cls.citation or 'none'}")
 
 
 COMMANDS = {"embed": cmd_embed, "train": cmd_train, "evaluate": cmd_evaluate, "reproduce": cmd_reproduce,

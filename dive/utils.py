@@ -1,4 +1,4 @@
-"""Small helpers shared by every layer: seeding, atomic writes, hashing, versions."""
+"""Small helpers shared by every layer: seeding, atomic writes, hashing, versions, machine."""
 
 from __future__ import annotations
 
@@ -73,6 +73,13 @@ def versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return found
+
+
+def machine() -> str:
+    """The machine this process runs on, e.g. ``x86_64, cpu, 2 cores, Linux 6.18.44``: recorded with
+    every result, so a report names where its cells ran (not where it was rebuilt)."""
+    return (f"{platform.machine()}, {platform.processor() or 'cpu'}, {os.cpu_count()} cores, "
+            f"{platform.system()} {platform.release()}")
 
 
 def require(module: str, extra: str) -> ModuleType:

@@ -260,3 +260,16 @@ def test_report_names_the_embedding_model_of_each_dataset():
                dict(_record("heldout", "dive", 0, 0.5), dataset="other", model="all-MiniLM-L6-v2")]
     report = build_report(records)
     assert "Frozen embeddings: all-MiniLM-L6-v2 for other; all-mpnet-base-v2 for toy." in report
+
+
+def test_environment_names_the_machines_the_cells_ran_on_not_this_one():
+    from dive.experiments.report import environment
+
+    def record(**extra):
+        return {"config": {}, "wall_seconds": 60.0, **extra}
+
+    assert environment([record(machine="x86_64, cpu, 2 cores, Linux 6.1")], None)[0] == \
+        "- machine: x86_64, cpu, 2 cores, Linux 6.1"
+    assert environment([record()], None)[0] == "- machine: not recorded"
+    assert environment([record(machine="b"), record(machine="a"), record()], None)[0] == \
+        "- machines: a; b; not recorded"

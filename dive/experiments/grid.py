@@ -161,15 +161,16 @@ def _overrides(spec: GridSpec, method: str) -> dict[str, Any]:
 
 
 def _tuned_overrides(spec: GridSpec, base: ExperimentSpec, data) -> dict[str, Any]:
-    """DIVE settings tuned on the validation slice, cached as ``tuned-<dataset>.json``."""
-    if spec.tune_trials <= 0 or "dive" not in spec.methods:
+    """Settings of the tunable method (DIVE) tuned on the validation slice, cached as ``tuned-<dataset>.json``."""
+    tunable = [method for method in spec.methods if method_class(method).tunable]
+    if spec.tune_trials <= 0 or not tunable:
         return {}
     from dive.config import read_config_file
     from dive.experiments.tune import tune_dive
 
     path = spec.out / f"tuned-{data[0].name}.json"
     if not path.exists():
-        tune_spec = replace(base, method="dive", dim=min(spec.dims), overrides=_overrides(spec, "dive"))
+        tune_spec = replace(base, method=tunable[0], dim=min(spec.dims), overrides=_overrides(spec, tunable[0]))
         tune_dive(tune_spec, data, spec.tune_trials, out=path)
     return read_config_file(path)
 
@@ -238,7 +239,7 @@ def _run_missing_cells(spec: GridSpec) -> list[dict[str, Any]]:
             log.info("[%s %d/%d] %s %s dim %d seed %d codecs %s", dataset, number, len(todo), protocol, method,
                      dim, seed, ",".join(labels))
             overrides = _overrides(spec, method)
-            if method == "dive":
+            if method_class(method).tunable:
                 overrides.update(tuned)
             cell = replace(base, method=method, dim=dim, protocol=protocol, seed=seed, overrides=overrides)
             for label, record in zip(labels, run_cells(cell, [parse_codec(label) for label in labels], data)):

@@ -12,6 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from dive.methods import method_role  # noqa: E402
 from dive.utils import atomic_path  # noqa: E402
 
 
@@ -25,8 +26,9 @@ def _save(figure: plt.Figure, path: Path) -> str:
 
 def training_dynamics(records: list[dict[str, Any]], path: Path) -> str | None:
     """Like the DIVE paper's Figure 2: active triplet ratio per epoch per dataset (left) and
-    the loss decomposition, triplet vs contrastive, per epoch (right), for DIVE."""
-    runs = [r for r in records if r["method"] == "dive" and r.get("epochs") and "active_ratio" in r["epochs"][0]]
+    the loss decomposition, triplet vs contrastive, per epoch (right), for DIVE (the main method)."""
+    runs = [r for r in records if method_role(r["method"]) == "main" and r.get("epochs")
+            and "active_ratio" in r["epochs"][0]]
     if not runs:
         return None
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
@@ -47,6 +49,15 @@ def training_dynamics(records: list[dict[str, Any]], path: Path) -> str | None:
     return _save(figure, path)
 
 
+def ndcg_by_dim(records: list[dict[str, Any]], protocol: str, dataset: str) -> dict[str, dict[int, list[float]]]:
+    """The lines of one :func:`ndcg_vs_dim` panel: method -> dim -> nDCG@10 over seeds (frozen excluded)."""
+    by_method: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        if (r["protocol"], r["dataset"]) == (protocol, dataset) and r["method"] != "frozen":
+            by_method[r["method"]][r["dim"]].append(r["metrics"]["ndcg@10"])
+    return by_method
+
+
 def ndcg_vs_dim(records: list[dict[str, Any]], path: Path, protocol: str = "heldout") -> str | None:
     """nDCG@10 against target dimension, one line per method, one panel per dataset."""
     chosen = [r for r in records if r["protocol"] == protocol]
@@ -55,14 +66,10 @@ def ndcg_vs_dim(records: list[dict[str, Any]], path: Path, protocol: str = "held
         return None
     figure, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4), squeeze=False)
     for axis, dataset in zip(axes[0], datasets):
-        by_method: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-        for r in chosen:
-            if r["dataset"] == dataset and r["method"] != "frozen":
-                by_method[r["method"]][r["dim"]].append(r["metrics"]["ndcg@10"])
-        for method, by_dim in sorted(by_method.items()):
+        for method, by_dim in sorted(ndcg_by_dim(chosen, protocol, dataset).items()):
             dims = sorted(by_dim)
             axis.plot(dims, [np.mean(by_dim[d]) for d in dims], marker="o", label=method,
-                      linewidth=2.5 if method == "dive" else 1.2)
+                      linewidth=2.5 if method_role(method) == "main" else 1.2)
         frozen = next((r["frozen_metrics"]["ndcg@10"] for r in chosen if r["dataset"] == dataset), None)
         if frozen is not None:
             axis.axhline(frozen, color="black", linestyle="--", linewidth=1, label="frozen (full dim)")

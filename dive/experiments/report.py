@@ -5,20 +5,38 @@ Every number in a report is read from the records; nothing is typed in by hand.
 
 from __future__ import annotations
 
-import platform
 from collections import defaultdict
 from typing import Any, Iterable
 
 import numpy as np
 
+from dive.methods import REGISTRY, ablations_of, method_role, methods_with_role
 
-MAIN_METHODS = ("truncate", "pca", "autoencoder", "matryoshka-adaptor", "search-adaptor", "smec", "dive")
-ABLATIONS = ("dive", "dive-no-contrast", "dive-single-head")
-UNSUPERVISED = ("truncate", "pca", "autoencoder", "dive")
 PROTOCOL_TITLES = {
     "heldout": "Held-out protocol (honest: test queries never seen in training)",
     "paper": "Paper protocol (TRANSDUCTIVE: test queries were used in training; reproduces the paper only)",
 }
+
+
+def main_columns() -> list[str]:
+    """Columns of the nDCG and Recall tables: the baselines and the main method, in registry order."""
+    return methods_with_role("baseline", "main")
+
+
+def ablation_columns() -> list[str]:
+    """Columns of the ablation table: each main method followed by its ablations."""
+    return [name for main in methods_with_role("main") for name in (main, *ablations_of(main))]
+
+
+def unsupervised_columns() -> list[str]:
+    """Columns of the unsupervised table: the baselines that need no labels, and the main method."""
+    return [name for name in main_columns() if method_role(name) == "main" or not REGISTRY[name].supervised]
+
+
+def every_column() -> list[str]:
+    """Columns of the retention and time tables: the main tables' and the ablations'."""
+    main = main_columns()
+    return main + [name for name in ablation_columns() if name not in main]
 
 
 def format_result(record: dict[str, Any]) -> str:
@@ -135,13 +153,15 @@ def time_table(results: Results, protocol: str, dim: int, methods: Iterable[str]
 
 
 def comparison(results: Results, protocol: str) -> list[str]:
-    """Auto-written: where DIVE is the best compressed method, and where another method beats it."""
+    """Auto-written: where DIVE (the main method) is the best compressed method, and where a
+    baseline beats it."""
     lines = []
-    for dataset in results.sorted_set("dataset", protocol=protocol):
-        for dim in results.sorted_set("dim", protocol=protocol, dataset=dataset, method="dive"):
-            dive = results.values(protocol, dataset, "dive", dim, "metrics")
-            rivals = {m: np.mean(v) for m in MAIN_METHODS if m != "dive"
-                      and (v := results.values(protocol, dataset, m, dim, "metrics"))}
+    for dataset, main in ((d, m) for d in results.sorted_set("dataset", protocol=protocol)
+                          for m in methods_with_role("main")):
+        for dim in results.sorted_set("dim", protocol=protocol, dataset=dataset, method=main):
+            dive = results.values(protocol, dataset, main, dim, "metrics")
+            rivals = {m: np.mean(v) for m in methods_with_role("baseline")
+                      if (v := results.values(protocol, dataset, m, dim, "metrics"))}
             if not dive or not rivals:
                 continue
             best_rival = max(rivals, key=rivals.get)
@@ -197,11 +217,10 @@ def frontier_table(results: Results, protocol: str, budget: float = 64) -> list[
 
 
 def environment(records: list[dict[str, Any]], wall_seconds: float | None) -> list[str]:
-    import os
-
+    """Where the cells ran, as their records say (not the machine that rebuilds the report)."""
     versions = records[-1].get("versions", {}) if records else {}
-    lines = [f"- machine: {platform.machine()}, {platform.processor() or 'cpu'}, {os.cpu_count()} cores, "
-             f"{platform.system()} {platform.release()}"]
+    machines = sorted({str(record.get("machine", "not recorded")) for record in records}) or ["not recorded"]
+    lines = [f"- machine{'s' if len(machines) > 1 else ''}: {'; '.join(machines)}"]
     lines.append("- versions: " + ", ".join(f"{name} {version}" for name, version in versions.items()))
     threads = {record.get("threads") for record in records if record.get("threads")}
     if threads:
@@ -242,16 +261,16 @@ def build_report(records: list[dict[str, Any]], figures: Iterable[str] = (), wal
         for dim in results.sorted_set("dim", protocol=protocol):
             if dim == max(results.sorted_set("input_dim", protocol=protocol) or [0]):
                 continue
-            lines += [f"### nDCG@10 at {dim} dims", ""] + metric_table(results, protocol, dim, MAIN_METHODS)
-            lines += [f"### Recall@10 at {dim} dims", ""] + metric_table(results, protocol, dim, MAIN_METHODS,
+            lines += [f"### nDCG@10 at {dim} dims", ""] + metric_table(results, protocol, dim, main_columns())
+            lines += [f"### Recall@10 at {dim} dims", ""] + metric_table(results, protocol, dim, main_columns(),
                                                                          metric="recall@10")
-            lines += [f"### Ablations at {dim} dims (nDCG@10)", ""] + metric_table(results, protocol, dim, ABLATIONS)
+            lines += [f"### Ablations at {dim} dims (nDCG@10)", ""] + metric_table(results, protocol, dim,
+                                                                                  ablation_columns())
             lines += [f"### Unsupervised baselines vs DIVE at {dim} dims (nDCG@10)", ""] + \
-                metric_table(results, protocol, dim, UNSUPERVISED)
+                metric_table(results, protocol, dim, unsupervised_columns())
             lines += [f"### Retention of frozen nDCG@10 at {dim} dims", ""] + \
-                metric_table(results, protocol, dim, MAIN_METHODS + ABLATIONS[1:], key="retention", digits=3)
-            lines += [f"### Train seconds at {dim} dims", ""] + time_table(results, protocol, dim,
-                                                                           MAIN_METHODS + ABLATIONS[1:])
+                metric_table(results, protocol, dim, every_column(), key="retention", digits=3)
+            lines += [f"### Train seconds at {dim} dims", ""] + time_table(results, protocol, dim, every_column())
         shared = sorted({(r["dataset"], r["shared_relevant_docs"]) for r in results.records
                          if r["protocol"] == protocol and "shared_relevant_docs" in r})
         if shared:

@@ -28,7 +28,7 @@ from dive.methods import Method, create_method, method_class
 from dive.methods.base import TorchAdapter
 from dive.pipeline import Pipeline
 from dive.quantize import Codec, create_codec
-from dive.utils import configure_threads, seed_everything, versions, write_json
+from dive.utils import configure_threads, machine, seed_everything, versions, write_json
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +195,7 @@ def _record(spec: ExperimentSpec, dataset_name: str, input_dim: int, folds: list
         "split_config": to_dict(spec.split),
         "model": model_label(spec),
         "versions": versions(),
+        "machine": machine(),
         **shared,
     }
     record["retention"] = retention(record["metrics"], record["frozen_metrics"])

@@ -1,6 +1,9 @@
 """Compression methods, all behind :class:`~dive.methods.base.Method`.
 
-Adding a method = one module defining a ``Method`` subclass + one line in ``REGISTRY``.
+Adding a method = one module defining a ``Method`` subclass + one line in ``REGISTRY``. The
+class declares what it is (``role``, ``ablates``, ``trains``, ``supervised``, ``tunable``,
+``citation``); the CLI, grid, reports and figures read that through the helpers below, and
+report tables list methods in registry order.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from typing import Any
 from dive.config import from_dict
 from dive.errors import DiveError
 from dive.methods.autoencoder import Autoencoder
-from dive.methods.base import Method, TorchAdapter, read_method_folder
+from dive.methods.base import Citation, Method, Role, TorchAdapter, read_method_folder
 from dive.methods.dive import Dive
 from dive.methods.dive_ablations import DiveNoContrast, DiveSingleHead
 from dive.methods.frozen import Frozen
@@ -26,16 +29,17 @@ REGISTRY: dict[str, type[Method]] = {
     for method in (
         Frozen,
         Truncate,
-        Dive,
+        Pca,
+        Autoencoder,
         MatryoshkaAdaptor,
         SearchAdaptor,
         Smec,
-        Pca,
-        Autoencoder,
+        Dive,
         DiveNoContrast,
         DiveSingleHead,
     )
 }
+"""Every method by name; report columns follow this order (reference, baselines, main, ablations)."""
 
 
 def method_class(name: str) -> type[Method]:
@@ -43,6 +47,22 @@ def method_class(name: str) -> type[Method]:
         return REGISTRY[name]
     except KeyError:
         raise DiveError(f"unknown method {name!r}; choose one of {', '.join(REGISTRY)}") from None
+
+
+def methods_with_role(*roles: Role) -> list[str]:
+    """Names of the registered methods whose ``role`` is one of ``roles``, in registry order."""
+    return [name for name, cls in REGISTRY.items() if cls.role in roles]
+
+
+def ablations_of(name: str) -> list[str]:
+    """Names of the registered ablations of method ``name``, in registry order."""
+    return [other for other, cls in REGISTRY.items() if cls.role == "ablation" and cls.ablates == name]
+
+
+def method_role(name: str) -> Role | None:
+    """The role of method ``name``, or None for a name not in the registry (e.g. an old record's)."""
+    cls = REGISTRY.get(name)
+    return cls.role if cls is not None else None
 
 
 def create_method(name: str, dataset: str | None = None, **overrides: Any) -> Method:
@@ -64,4 +84,5 @@ def load_method(directory: str | Path) -> Method:
     return method_class(record["method"]).from_saved(record, tensors)
 
 
-__all__ = ["REGISTRY", "Method", "TorchAdapter", "create_method", "load_method", "method_class"]
+__all__ = ["REGISTRY", "Citation", "Method", "Role", "TorchAdapter", "ablations_of", "create_method", "load_method",
+           "method_class", "method_role", "methods_with_role"]

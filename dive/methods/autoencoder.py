@@ -19,7 +19,7 @@ from torch import nn
 
 from dive.data.sets import TrainSet
 from dive.errors import DiveError
-from dive.methods.base import LinearLayer, TorchAdapter
+from dive.methods.base import Citation, LinearLayer, TorchAdapter
 from dive.train import Batch, TrainConfig
 
 
@@ -66,7 +66,8 @@ class AutoencoderModule(nn.Module):
 class Autoencoder(TorchAdapter):
     name = "autoencoder"
     summary = "MLP autoencoder trained to reconstruct corpus vectors; keeps the normalised k-dim code"
-    reference = "Hinton & Salakhutdinov, Science 2006 (DIVE paper App. E baseline)"
+    citation = Citation("Reducing the Dimensionality of Data with Neural Networks", "Hinton & Salakhutdinov",
+                        "Science 2006", "a baseline of the DIVE paper, App. E")
     Config = AutoencoderConfig
     supervised = False
 

@@ -8,8 +8,9 @@ input dim, SHA-256 of the weights) and ``weights.safetensors``: loading never ru
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar, Iterator, Literal
 
 import numpy as np
 import torch
@@ -70,14 +71,65 @@ def l2_normalize(vectors: np.ndarray) -> np.ndarray:
     return (vectors / np.maximum(norms, np.finfo(np.float32).tiny)).astype(np.float32, copy=False)
 
 
+Role = Literal["reference", "baseline", "main", "ablation"]
+"""What a method is in a comparison; see :attr:`Method.role`."""
+
+
+@dataclass(frozen=True)
+class Citation:
+    """The paper a method comes from, as ``dive methods`` prints it.
+
+    Attributes:
+        title: the paper's title.
+        authors: its authors (``Yoon et al.`` for more than two).
+        venue: where and when it appeared (``EMNLP 2024``), or ``preprint``.
+        note: which part of the paper, or how dive implements it (optional).
+    """
+
+    title: str
+    authors: str
+    venue: str
+    note: str = ""
+
+    def __str__(self) -> str:
+        return f'{self.authors}, "{self.title}", {self.venue}' + (f" ({self.note})" if self.note else "")
+
+
 class Method(ABC):
-    """Base class of all compression methods. Subclasses set the class attributes and ``Config``."""
+    """Base class of all compression methods. Subclasses set the class attributes and ``Config``.
+
+    The class attributes below are the method's metadata: the registry
+    (:data:`dive.methods.REGISTRY`), the CLI, the grid, the reports and the figures read them,
+    so a new method needs no change anywhere else.
+    """
 
     name: ClassVar[str]
+    """Registry key, ``--method`` value and the method's column in reports (e.g. ``dive``)."""
     summary: ClassVar[str]
-    reference: ClassVar[str]
+    """One line on what the method does, printed by ``dive methods``."""
+    citation: ClassVar[Citation | None] = None
+    """The paper the method comes from (None: no paper, e.g. ``frozen``)."""
     Config: ClassVar[type]
+    """The typed settings dataclass; its defaults are the paper's."""
+    role: ClassVar[Role] = "baseline"
+    """Where reports place the method: ``reference`` (the full-dimension yardstick every table
+    compares against, no column of its own: ``frozen``), ``baseline`` (a column of the nDCG,
+    Recall, retention and time tables, and of the unsupervised table when not ``supervised``),
+    ``main`` (the toolkit's own method: a column of every table, the thick line in figures, its
+    training dynamics plotted and the win/loss summary written about it) or ``ablation`` (the
+    ``ablates`` method with a part removed: the ablation, retention and time tables)."""
+    ablates: ClassVar[str | None] = None
+    """For ``role = "ablation"``: the name of the method it ablates (e.g. ``dive``)."""
+    trains: ClassVar[bool] = False
+    """True when ``fit`` runs a training loop (a :class:`TorchAdapter`): the method takes
+    training settings (``Config.train``: epochs, device, seed) and records per-epoch history."""
     supervised: ClassVar[bool] = True
+    """True when ``fit`` needs labelled query-document pairs (triplets); False when it fits on
+    the corpus alone (or on nothing). An instance may refine it from its config
+    (Matryoshka-Adaptor's ``unsupervised_only``); the class value is what reports use."""
+    tunable: ClassVar[bool] = False
+    """True when ``dive reproduce --tune`` searches the method's loss settings on the validation
+    slice before its cells run (:mod:`dive.experiments.tune`; DIVE's search space)."""
 
     def __init__(self, config: Any | None = None, **overrides: Any):
         base = config if config is not None else self.Config()
@@ -181,6 +233,7 @@ class TorchAdapter(Method):
     epoch; unsupervised adapters override :meth:`epoch_batches`.
     """
 
+    trains = True
     module: torch.nn.Module
     checkpoint_dir: Path | None = None
     resume: bool = False

@@ -17,7 +17,7 @@ from torch import nn
 
 from dive.errors import DiveError
 from dive.losses import HeadwiseNTXentLoss, SelfLimitingTripletLoss
-from dive.methods.base import LinearLayer, TorchAdapter
+from dive.methods.base import Citation, LinearLayer, TorchAdapter
 from dive.train import Batch, TrainConfig
 
 PAPER_TABLE_8: dict[str, tuple[float, float, float, int]] = {
@@ -29,6 +29,9 @@ PAPER_TABLE_8: dict[str, tuple[float, float, float, int]] = {
     "quora": (0.7, 0.1, 0.10, 4),
 }
 """Per-dataset (margin, lambda, tau, heads) from the DIVE paper's Table 8 (Appendix D)."""
+
+CITATION = Citation("DIVE: Embedding Compression via Self-Limiting Gradient Updates", "Dongfang Zhao", "preprint")
+"""The DIVE paper (shared by DIVE's ablations)."""
 
 
 @dataclass(frozen=True)
@@ -88,8 +91,10 @@ class MultiHeadAdapter(nn.Module):
 class Dive(TorchAdapter):
     name = "dive"
     summary = "multi-head MLP, self-limiting hinge triplet loss + head-wise NT-Xent; keeps head 1"
-    reference = "DIVE (this toolkit's core method; ../shared/references/dive-paper.txt)"
+    citation = CITATION
     Config = DiveConfig
+    role = "main"
+    tunable = True
 
     @classmethod
     def default_config(cls, dataset: str | None = None) -> DiveConfig:

@@ -13,13 +13,17 @@ from dataclasses import replace
 from typing import Any, ClassVar
 
 from dive.errors import DiveError
-from dive.methods.dive import Dive, DiveConfig
+from dive.methods.dive import CITATION, Dive, DiveConfig
 
 
 class _DiveAblation(Dive):
     """A :class:`Dive` whose ``ABLATION`` fields are fixed to the given values."""
 
     ABLATION: ClassVar[dict[str, Any]]
+    role = "ablation"
+    ablates = Dive.name
+    tunable = False
+    citation = replace(CITATION, note="ablation study, Section 5.1")
 
     @classmethod
     def default_config(cls, dataset: str | None = None) -> DiveConfig:
@@ -36,12 +40,10 @@ class _DiveAblation(Dive):
 class DiveNoContrast(_DiveAblation):
     name = "dive-no-contrast"
     summary = "DIVE ablation 'w/o contrast': lambda = 0, self-limiting triplet loss only"
-    reference = "DIVE paper Section 5.1 ablation (SPEC 'DIVE', Ablations)"
     ABLATION = {"lambda_contrast": 0.0}
 
 
 class DiveSingleHead(_DiveAblation):
     name = "dive-single-head"
     summary = "DIVE ablation 'w/o multi-head': H = 1 head, so no head-wise contrastive loss"
-    reference = "DIVE paper Section 5.1 ablation (SPEC 'DIVE', Ablations)"
     ABLATION = {"heads": 1}

@@ -18,8 +18,8 @@ class FrozenConfig:
 class Frozen(Method):
     name = "frozen"
     summary = "the full-dimension frozen embeddings, unchanged: the reference every metric is compared with"
-    reference = "SPEC 'Unsupervised and trivial baselines'"
     Config = FrozenConfig
+    role = "reference"
     supervised = False
 
     @property

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from dive.data.sets import TrainSet
 from dive.errors import DiveError
 from dive.losses import SelfLimitingTripletLoss
-from dive.methods.base import TorchAdapter
+from dive.methods.base import Citation, TorchAdapter
 from dive.methods.residual import ResidualMLP, nested_dims, prefix
 from dive.train import Batch, TrainConfig
 
@@ -115,7 +115,8 @@ class MatryoshkaAdaptor(TorchAdapter):
     name = "matryoshka-adaptor"
     summary = ("identity-initialised residual MLP, nested-width ranking + similarity-preservation "
                "+ reconstruction losses; keeps the first k dims")
-    reference = "Yoon et al., Matryoshka-Adaptor, EMNLP 2024 (re-implemented as DIVE paper App. F.2 + SPEC)"
+    citation = Citation("Matryoshka-Adaptor: Unsupervised and Supervised Tuning for Smaller Embedding Dimensions",
+                        "Yoon et al.", "EMNLP 2024", "re-implemented as the DIVE paper's App. F.2 describes it")
     Config = MatryoshkaAdaptorConfig
     supervised = _SupervisedUnlessUnsupervisedOnly()  # type: ignore[assignment]
 

@@ -22,7 +22,7 @@ from sklearn.decomposition import PCA
 
 from dive.data.sets import TrainSet
 from dive.errors import DiveError
-from dive.methods.base import LinearLayer, Method, l2_normalize
+from dive.methods.base import Citation, LinearLayer, Method, l2_normalize
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,8 @@ class PcaConfig:
 class Pca(Method):
     name = "pca"
     summary = "project onto the corpus's top-k principal axes and re-normalise"
-    reference = "Jolliffe & Cadima, Phil. Trans. R. Soc. A 2016 (DIVE paper App. E baseline)"
+    citation = Citation("Principal component analysis: a review and recent developments", "Jolliffe & Cadima",
+                        "Phil. Trans. R. Soc. A 2016", "a baseline of the DIVE paper, App. E")
     Config = PcaConfig
     supervised = False
 

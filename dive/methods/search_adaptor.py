@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from dive.errors import DiveError
 from dive.losses import softplus_ranking_loss
-from dive.methods.base import TorchAdapter
+from dive.methods.base import Citation, TorchAdapter
 from dive.methods.residual import ResidualMLP, prefix
 from dive.train import Batch, TrainConfig
 
@@ -52,7 +52,8 @@ class SearchAdaptorConfig:
 class SearchAdaptor(TorchAdapter):
     name = "search-adaptor"
     summary = "Xavier-initialised residual MLP, softplus pairwise ranking loss + L1 recovery; keeps the first k dims"
-    reference = "Yoon et al., Search-Adaptor, ACL 2024 (re-implemented as DIVE paper App. F.3 + SPEC)"
+    citation = Citation("Search-Adaptor: Embedding Customization for Information Retrieval", "Yoon et al.",
+                        "ACL 2024", "re-implemented as the DIVE paper's App. F.3 describes it")
     Config = SearchAdaptorConfig
 
     def build(self, input_dim: int) -> ResidualMLP:

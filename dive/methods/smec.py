@@ -50,7 +50,7 @@ from torch import nn
 from dive.data.sets import TrainSet
 from dive.errors import DiveError
 from dive.losses import softplus_ranking_loss
-from dive.methods.base import TorchAdapter
+from dive.methods.base import Citation, TorchAdapter
 from dive.methods.residual import ResidualMLP, nested_dims
 from dive.train import Batch, TrainConfig, train_adapter
 
@@ -175,7 +175,8 @@ class Smec(TorchAdapter):
     name = "smec"
     summary = ("residual MLP + adaptive dimension selection, sequential Matryoshka stages with a softplus "
                "ranking loss + cross-batch-memory similarity preservation")
-    reference = "Zhang et al., SMEC, EMNLP 2025 (re-implemented as DIVE paper App. F.4 + SPEC)"
+    citation = Citation("SMEC: Rethinking Matryoshka Representation Learning for Retrieval Embedding Compression",
+                        "Zhang et al.", "EMNLP 2025", "re-implemented as the DIVE paper's App. F.4 describes it")
     Config = SmecConfig
 
     def __init__(self, config: SmecConfig | None = None, **overrides: Any):

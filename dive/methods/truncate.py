@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from dive.data.sets import TrainSet
-from dive.methods.base import LinearLayer, Method, l2_normalize
+from dive.methods.base import Citation, LinearLayer, Method, l2_normalize
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,8 @@ class TruncateConfig:
 class Truncate(Method):
     name = "truncate"
     summary = "keep the first k dimensions and re-normalise (no training)"
-    reference = "SPEC 'Unsupervised and trivial baselines'; Kusupati et al., NeurIPS 2022 (Matryoshka)"
+    citation = Citation("Matryoshka Representation Learning", "Kusupati et al.", "NeurIPS 2022",
+                        "truncation is how Matryoshka embeddings are shortened")
     Config = TruncateConfig
     supervised = False
 

@@ -49,13 +49,10 @@ from torch import nn
 
 from dive.data.sets import TrainSet
 from dive.errors import DiveError
-from dive.losses import softplus_ranking_loss
+from dive.losses import CrossBatchMemoryLoss, NeighbourSimilarityLoss, SoftplusRankingLoss
 from dive.methods.base import TorchAdapter
 from dive.methods.residual import ResidualMLP, nested_dims
 from dive.train import Batch, TrainConfig, train_adapter
-
-DUPLICATE_SIMILARITY = 1 - 1e-6
-"""Memory entries at least this similar to an anchor are copies of it and are not neighbours."""
 
 
 @dataclass(frozen=True)
@@ -138,39 +135,6 @@ class SmecInference(nn.Module):
         return F.normalize(self.residual(vectors).index_select(1, self.kept), dim=1)
 
 
-class Memory:
-    """S-XBM: a FIFO ring buffer of the last ``size`` frozen vectors (no gradient)."""
-
-    def __init__(self, size: int):
-        self.size = size
-        self.vectors: torch.Tensor | None = None
-        self.count = self.pointer = 0
-
-    def contents(self) -> torch.Tensor | None:
-        return None if self.vectors is None or self.count == 0 else self.vectors[:self.count]
-
-    def state(self) -> dict[str, torch.Tensor]:
-        """For training checkpoints: the buffer and its (count, pointer)."""
-        if self.vectors is None:
-            return {}
-        return {"memory": self.vectors, "memory_position": torch.tensor([self.count, self.pointer])}
-
-    def restore(self, state: dict[str, torch.Tensor]) -> None:
-        if "memory" in state:
-            self.vectors = state["memory"]
-            self.count, self.pointer = (int(value) for value in state["memory_position"])
-
-    @torch.no_grad()
-    def add(self, vectors: torch.Tensor) -> None:
-        vectors = vectors[-self.size:].detach()
-        if self.vectors is None:
-            self.vectors = vectors.new_zeros(self.size, vectors.shape[1])
-        slots = (self.pointer + torch.arange(len(vectors), device=vectors.device)) % self.size
-        self.vectors[slots] = vectors
-        self.pointer = (self.pointer + len(vectors)) % self.size
-        self.count = min(self.count + len(vectors), self.size)
-
-
 class Smec(TorchAdapter):
     name = "smec"
     summary = ("residual MLP + adaptive dimension selection, sequential Matryoshka stages with a softplus "
@@ -181,7 +145,8 @@ class Smec(TorchAdapter):
     def __init__(self, config: SmecConfig | None = None, **overrides: Any):
         super().__init__(config, **overrides)
         self.width = self.output_dim
-        self.memory = Memory(self.config.memory_size)
+        self.ranking_loss = SoftplusRankingLoss()
+        self.xbm_loss = CrossBatchMemoryLoss(NeighbourSimilarityLoss(), self.config.memory_size, self.config.neighbours)
 
     def build(self, input_dim: int) -> SmecAdapter:
         return SmecAdapter(input_dim, self.config.hidden)
@@ -198,7 +163,7 @@ class Smec(TorchAdapter):
         seed = self.train_config.seed
         torch.manual_seed(seed)
         self.module = self.build(train_set.dim)
-        self.memory = Memory(self.config.memory_size)
+        self.xbm_loss.reset()
         validate = None
         if train_set.validation is not None and self.train_config.early_stopping_patience > 0:
             from dive.evaluate import evaluate_method
@@ -211,7 +176,7 @@ class Smec(TorchAdapter):
             config = replace(self.train_config, epochs=epochs, seed=seed + stage)
             checkpoint = self.checkpointing(train_set, part=f"stage-{stage}")
             if checkpoint is not None:
-                checkpoint.extra_state, checkpoint.restore_extra = self.memory.state, self.memory.restore
+                checkpoint.extra_state, checkpoint.restore_extra = self.xbm_loss.state, self.xbm_loss.restore
             records = train_adapter(self.module, self.step, lambda rng: self.epoch_batches(train_set, rng),
                                     config, validate, desc=f"train {self.name} {width}d", checkpoint=checkpoint)
             done = len(self.history)
@@ -220,24 +185,7 @@ class Smec(TorchAdapter):
 
     def step(self, batch: Batch) -> dict[str, torch.Tensor]:
         queries, positives, negatives = (self.module(part, self.width) for part in batch)
-        loss_rank = softplus_ranking_loss(queries, positives, negatives)
-        loss_xbm = self._xbm_loss(batch[0], queries)
-        self.memory.add(torch.cat(batch))
+        loss_rank = self.ranking_loss(queries, positives, negatives)
+        loss_xbm = self.xbm_loss(batch[0], queries, encode=lambda vectors: self.module(vectors, self.width),
+                                 enqueue=torch.cat(batch))
         return {"loss": loss_rank + self.config.alpha * loss_xbm, "loss_rank": loss_rank, "loss_xbm": loss_xbm}
-
-    def _xbm_loss(self, anchors: torch.Tensor, reduced: torch.Tensor) -> torch.Tensor:
-        """``mean |s_w(a, b) - s(a, b)|`` over each anchor's top neighbours ``b`` in the memory."""
-        memory = self.memory.contents()
-        if memory is None:
-            return reduced.new_zeros(())
-        similarity = anchors @ memory.T
-        similarity = similarity.masked_fill(similarity > DUPLICATE_SIMILARITY, float("-inf"))
-        top_similarity, top = similarity.topk(min(self.config.neighbours, len(memory)), dim=1)
-        valid = torch.isfinite(top_similarity)
-        batch, n_top = top.shape
-        neighbours = self.module(memory[top.reshape(-1)], self.width).view(batch, n_top, -1)
-        reduced_similarity = torch.einsum("bw,bnw->bn", reduced, neighbours)
-        errors = (reduced_similarity - top_similarity.masked_fill(~valid, 0)).abs() * valid
-        return errors.sum() / valid.sum().clamp(min=1)
-
-

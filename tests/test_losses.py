@@ -78,14 +78,13 @@ def test_softplus_ranking_loss_formula():
     assert softplus_ranking_loss(query, positive, negative).item() == pytest.approx(math.log1p(math.exp(s_neg - s_pos)))
 
 
-def test_softplus_ranking_module_and_function_agree():
-    query, positive, negative = (F.normalize(torch.randn(5, 4, generator=torch.Generator().manual_seed(seed)), dim=1)
-                                 for seed in range(3))
-    assert torch.equal(SoftplusRankingLoss()(query, positive, negative), softplus_ranking_loss(query, positive, negative))
-
-
 def random_rows(n: int, dim: int, seed: int) -> torch.Tensor:
     return F.normalize(torch.randn(n, dim, generator=torch.Generator().manual_seed(seed)), dim=1)
+
+
+def test_softplus_ranking_module_and_function_agree():
+    triplet = tuple(random_rows(5, 4, seed) for seed in range(3))
+    assert torch.equal(SoftplusRankingLoss()(*triplet), softplus_ranking_loss(*triplet))
 
 
 # --- nested widths ----------------------------------------------------------------------------

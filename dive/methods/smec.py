@@ -32,15 +32,18 @@ Choices SPEC leaves open (documented here):
 - ``s_k`` in SPEC's S-XBM loss is read as the similarity at the stage's width w (App. F.4's
   ``xbm.unsup_loss(a, a_c)`` with ``a_c`` the current stage's output); in the last, longest
   stage w = k. The anchors are the batch's queries (App. F.4's ``a``).
-- Each stage is one call of :func:`dive.train.train_adapter`: a fresh AdamW per stage (moments
-  reset when the trained width changes), seeded with ``train.seed + stage index``; early
-  stopping, when on, applies within each stage. The memory persists across stages (it holds
-  frozen inputs, which do not go stale).
+- The stages are :class:`dive.train.Stage` s (:meth:`Smec.stages`), run by
+  :func:`dive.train.train_stages`: a fresh AdamW per stage (moments reset when the trained
+  width changes), seeded with ``train.seed + stage index``, every parameter training in every
+  stage; early stopping, when on, applies within each stage; stage i checkpoints under
+  ``stage-<i>``. The memory (:class:`dive.losses.CrossBatchMemoryLoss`) persists across stages
+  (it holds frozen inputs, which do not go stale).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -52,7 +55,7 @@ from dive.errors import DiveError
 from dive.losses import CrossBatchMemoryLoss, NeighbourSimilarityLoss, SoftplusRankingLoss
 from dive.methods.base import TorchAdapter
 from dive.methods.residual import ResidualMLP, nested_dims
-from dive.train import Batch, TrainConfig, train_adapter
+from dive.train import Batch, Checkpointing, Stage, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -144,11 +147,12 @@ class Smec(TorchAdapter):
 
     def __init__(self, config: SmecConfig | None = None, **overrides: Any):
         super().__init__(config, **overrides)
-        self.width = self.output_dim
         self.ranking_loss = SoftplusRankingLoss()
         self.xbm_loss = CrossBatchMemoryLoss(NeighbourSimilarityLoss(), self.config.memory_size, self.config.neighbours)
 
     def build(self, input_dim: int) -> SmecAdapter:
+        """A fresh adapter and, with it, an empty S-XBM memory."""
+        self.xbm_loss.reset()
         return SmecAdapter(input_dim, self.config.hidden)
 
     def encode(self, vectors: torch.Tensor) -> torch.Tensor:
@@ -158,34 +162,24 @@ class Smec(TorchAdapter):
         self.check_fitted("nothing to export")
         return SmecInference(self.module.residual, self.module.kept(self.output_dim)).eval()
 
-    def _fit(self, train_set: TrainSet) -> None:
-        """One :func:`train_adapter` call per SMRL stage; history records carry ``stage_width``."""
-        seed = self.train_config.seed
-        torch.manual_seed(seed)
-        self.module = self.build(train_set.dim)
-        self.xbm_loss.reset()
-        validate = None
-        if train_set.validation is not None and self.train_config.early_stopping_patience > 0:
-            from dive.evaluate import evaluate_method
-
-            validate = lambda: evaluate_method(self, train_set.validation)["ndcg@10"]  # noqa: E731
-        self.history = []
+    def stages(self, train_set: TrainSet) -> list[Stage]:
+        """One stage per SMRL width, all parameters training; history records carry ``stage_width``."""
         schedule = stage_schedule(self.output_dim, train_set.dim, self.train_config.epochs)
-        for stage, (width, epochs) in enumerate(schedule):
-            self.width = width
-            config = replace(self.train_config, epochs=epochs, seed=seed + stage)
-            checkpoint = self.checkpointing(train_set, part=f"stage-{stage}")
-            if checkpoint is not None:
-                checkpoint.extra_state, checkpoint.restore_extra = self.xbm_loss.state, self.xbm_loss.restore
-            records = train_adapter(self.module, self.step, lambda rng: self.epoch_batches(train_set, rng),
-                                    config, validate, desc=f"train {self.name} {width}d", checkpoint=checkpoint)
-            done = len(self.history)
-            self.history += [{**record, "epoch": done + record["epoch"], "stage_width": width} for record in records]
-        self.width = self.output_dim
+        return [Stage(epochs=epochs, step=partial(self.step, width=width), name=f"stage-{index}", width=width,
+                      seed_offset=index) for index, (width, epochs) in enumerate(schedule)]
 
-    def step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        queries, positives, negatives = (self.module(part, self.width) for part in batch)
+    def checkpointing(self, train_set: TrainSet, part: str = "") -> Checkpointing | None:
+        """As the base class, with the S-XBM memory saved and restored beside the weights."""
+        checkpoint = super().checkpointing(train_set, part)
+        if checkpoint is not None:
+            checkpoint.extra_state, checkpoint.restore_extra = self.xbm_loss.state, self.xbm_loss.restore
+        return checkpoint
+
+    def step(self, batch: Batch, width: int | None = None) -> dict[str, torch.Tensor]:
+        """The loss parts of a batch at ``width`` (a stage's width; default the target dim)."""
+        width = self.output_dim if width is None else width
+        queries, positives, negatives = (self.module(part, width) for part in batch)
         loss_rank = self.ranking_loss(queries, positives, negatives)
-        loss_xbm = self.xbm_loss(batch[0], queries, encode=lambda vectors: self.module(vectors, self.width),
+        loss_xbm = self.xbm_loss(batch[0], queries, encode=lambda vectors: self.module(vectors, width),
                                  enqueue=torch.cat(batch))
         return {"loss": loss_rank + self.config.alpha * loss_xbm, "loss_rank": loss_rank, "loss_xbm": loss_xbm}

@@ -5,6 +5,9 @@ iterator of batches per epoch; this loop does the rest: AdamW, seeding, device p
 progress bar, per-epoch records of every loss part (and, when a step reports ``n_active``,
 the active triplet ratio of DIVE's Section 5.2), optional early stopping, and optional
 per-epoch checkpoints from which an interrupted run resumes to bit-identical weights.
+
+Staged training is data: a schedule of :class:`Stage` s (epochs, which parameters train,
+which step) run one after the other by :func:`train_stages`; one stage is plain training.
 """
 
 from __future__ import annotations
@@ -16,9 +19,9 @@ import shutil
 import tempfile
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -32,6 +35,9 @@ log = logging.getLogger(__name__)
 
 Batch = tuple[torch.Tensor, ...]
 StepFn = Callable[[Batch], dict[str, torch.Tensor]]
+EpochBatches = Callable[[np.random.Generator], Iterable[Batch]]
+ParameterFilter = Callable[[str], bool]
+"""Selects parameters by their ``module.named_parameters()`` name (True = trains)."""
 
 
 @dataclass(frozen=True)
@@ -118,22 +124,92 @@ class _LoopState:
     epochs_without_gain: int = 0
 
 
-def train_adapter(module: torch.nn.Module, step: StepFn,
-                  epoch_batches: Callable[[np.random.Generator], Iterable[Batch]],
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a training schedule (see :func:`train_stages`).
+
+    Attributes:
+        epochs: epochs of this stage.
+        step: the loss parts of one batch, ``step(batch) -> {"loss": ..., other parts}``.
+        trains: which parameters train, by name (e.g. ``lambda name: name.startswith("head.")``);
+            None (default) trains all of them. The others keep their values (buffers such as
+            BatchNorm statistics still update in training mode).
+        batches: this stage's batches per epoch; None (default) uses the schedule's.
+        name: the stage's checkpoint sub-folder (and fingerprint part); "" (default) is the
+            run's own folder, as a one-stage run uses.
+        width: the output width this stage trains, if it has one: shown in the progress bar
+            and recorded as ``stage_width`` in each history record.
+        seed_offset: the stage's AdamW/numpy/torch seeding is ``train.seed + seed_offset``.
+    """
+
+    epochs: int
+    step: StepFn
+    trains: ParameterFilter | None = None
+    batches: EpochBatches | None = None
+    name: str = ""
+    width: int | None = None
+    seed_offset: int = 0
+
+
+def train_stages(module: torch.nn.Module, stages: Sequence[Stage], epoch_batches: EpochBatches,
+                 config: TrainConfig, validate: Callable[[], float] | None = None, desc: str = "train",
+                 checkpoint: Callable[[Stage], Checkpointing | None] | None = None) -> list[dict[str, float]]:
+    """Run ``stages`` in order on ``module``, each one :func:`train_adapter` call; return the history.
+
+    Each stage gets a fresh AdamW and ``config`` with the stage's ``epochs`` and seed
+    ``config.seed + stage.seed_offset``; early stopping, when on, applies within each stage.
+    History records number epochs across stages and carry ``stage_width`` when the stage has a
+    width. ``checkpoint(stage)`` gives each stage's checkpointing (None: none).
+    """
+    history: list[dict[str, float]] = []
+    for stage in stages:
+        stage_config = replace(config, epochs=stage.epochs, seed=config.seed + stage.seed_offset)
+        records = train_adapter(module, stage.step, stage.batches or epoch_batches, stage_config, validate,
+                                desc=desc if stage.width is None else f"{desc} {stage.width}d",
+                                checkpoint=checkpoint(stage) if checkpoint is not None else None,
+                                trains=stage.trains)
+        done = len(history)
+        width = {} if stage.width is None else {"stage_width": stage.width}
+        history += [{**record, "epoch": done + record["epoch"], **width} for record in records]
+    return history
+
+
+def train_adapter(module: torch.nn.Module, step: StepFn, epoch_batches: EpochBatches,
                   config: TrainConfig, validate: Callable[[], float] | None = None,
-                  desc: str = "train", checkpoint: Checkpointing | None = None) -> list[dict[str, float]]:
+                  desc: str = "train", checkpoint: Checkpointing | None = None,
+                  trains: ParameterFilter | None = None) -> list[dict[str, float]]:
     """Train ``module`` in place; return one record per epoch.
 
     Each record holds ``epoch``, ``seconds``, the batch-size-weighted mean of every loss part
     the step returned, ``active_ratio`` when the step counts active triplets, and
     ``val_ndcg@10`` when ``validate`` is given. With ``checkpoint``, the state is saved after
     every epoch and, with ``checkpoint.resume``, training continues after the saved epoch.
+    With ``trains``, only the parameters it selects train (see :class:`Stage`).
     """
+    if trains is None:
+        return _train(module, step, epoch_batches, config, validate, desc, checkpoint, module.parameters())
+    frozen = [parameter for name, parameter in module.named_parameters() if not trains(name)]
+    trained = [parameter for name, parameter in module.named_parameters() if trains(name)]
+    if not trained:
+        raise DiveError(f"{desc}: the stage's parameter filter selects no parameter to train")
+    flags = [parameter.requires_grad for parameter in frozen]
+    for parameter in frozen:
+        parameter.requires_grad_(False)
+    try:
+        return _train(module, step, epoch_batches, config, validate, desc, checkpoint, trained)
+    finally:
+        for parameter, flag in zip(frozen, flags):
+            parameter.requires_grad_(flag)
+
+
+def _train(module: torch.nn.Module, step: StepFn, epoch_batches: EpochBatches, config: TrainConfig,
+           validate: Callable[[], float] | None, desc: str, checkpoint: Checkpointing | None,
+           parameters: Iterable[torch.nn.Parameter]) -> list[dict[str, float]]:
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     module.to(device)
-    optimizer = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
     state = _LoopState(history=[])
     if checkpoint is not None and checkpoint.resume and checkpoint.exists:
         state = _restore_checkpoint(checkpoint, module, optimizer, rng, device)

@@ -17,15 +17,16 @@ from dive.data.sets import EvalSet, TrainSet
 from dive.data.triplets import MiningConfig, build_sampler
 from dive.errors import DiveError
 from dive.evaluate import evaluate_method, evaluate_vectors
+from dive.losses import Memory, NestedWidthsLoss, SimilarityPreservationLoss
 from dive.methods import create_method, load_method
 from dive.methods.autoencoder import Autoencoder
 from dive.methods.dive import Dive
 from dive.methods.dive_ablations import DiveNoContrast, DiveSingleHead
-from dive.methods.matryoshka_adaptor import MatryoshkaAdaptor, similarity_preservation
+from dive.methods.matryoshka_adaptor import MatryoshkaAdaptor
 from dive.methods.residual import nested_dims
 from dive.methods.pca import Pca
 from dive.methods.search_adaptor import SearchAdaptor
-from dive.methods.smec import Memory, Smec, stage_schedule, stage_widths
+from dive.methods.smec import Smec, stage_schedule, stage_widths
 
 DIM, K = 32, 8
 TRAIN = {"epochs": 2, "batch_size": 16, "progress": False}
@@ -114,7 +115,8 @@ def test_untrained_matryoshka_adaptor_is_truncation():
 
 def test_similarity_preservation_matches_a_hand_computation():
     frozen, outputs, widths = unit_rows(6), unit_rows(6, seed=4) * 2.0, [4, 8, DIM]
-    loss_pair, loss_topk = similarity_preservation(frozen, outputs, widths, neighbours=2)
+    nested = NestedWidthsLoss(SimilarityPreservationLoss(neighbours=2), widths=widths)
+    loss_pair, loss_topk = nested(outputs, frozen=frozen)
     s = frozen @ frozen.T
     pair = topk = 0.0
     for m in widths:
@@ -235,12 +237,12 @@ def test_smec_memory_is_a_fifo_of_the_latest_vectors():
 
 def test_smec_xbm_loss_matches_a_hand_computation():
     method = Smec(dim=K, hidden=16, neighbours=3)
-    method.module, method.width = method.build(DIM), K
+    method.module = method.build(DIM)
     memory = unit_rows(12, seed=7)
     anchors = torch.cat([unit_rows(3, seed=8), memory[:1]])  # the last anchor is also in memory
-    method.memory.add(memory)
+    method.xbm_loss.memory.add(memory)
     reduced = method.module(anchors, K)
-    loss = method._xbm_loss(anchors, reduced).item()
+    loss = method.xbm_loss(anchors, reduced, encode=lambda vectors: method.module(vectors, K)).item()
     reduced = reduced.detach()
     expected = []
     for a in range(len(anchors)):

@@ -1,5 +1,9 @@
 """The generic training loop: per-epoch checkpoints and bit-identical resumption."""
 
+import copy
+from dataclasses import replace
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
@@ -7,6 +11,8 @@ import torch
 import dive.train
 from dive.errors import DiveError
 from dive.methods import create_method
+from dive.methods.autoencoder import AutoencoderConfig, AutoencoderModule
+from dive.methods.base import TorchAdapter
 from helpers import toy_train_set
 
 TRAIN = {"epochs": 6, "batch_size": 16, "lr": 1e-3, "progress": False}
@@ -63,3 +69,127 @@ def test_a_checkpoint_from_other_settings_or_data_is_refused(tmp_path):
     (latest / "checkpoint.safetensors").write_bytes(b"torn")
     with pytest.raises(DiveError, match="checksum does not match"):
         create_method("dive", **SETTINGS["dive"]).checkpoint_to(tmp_path, resume=True).fit(train_set)
+
+
+# --- staged training ----------------------------------------------------------------------------
+
+
+class TwoLayers(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.first, self.second = torch.nn.Linear(4, 4), torch.nn.Linear(4, 2)
+
+    def forward(self, vectors):
+        return self.second(torch.relu(self.first(vectors)))
+
+
+def regression_data(n=32, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    inputs = torch.randn(n, 4, generator=generator)
+    return inputs, inputs[:, :2] * 2.0 - 1.0
+
+
+def regression_setup(seed=0):
+    torch.manual_seed(seed)
+    module = TwoLayers()
+    inputs, targets = regression_data()
+
+    def step(batch):
+        loss = torch.nn.functional.mse_loss(module(batch[0]), batch[1])
+        return {"loss": loss}
+
+    def batches(rng):
+        for rows in dive.train.batch_slices(len(inputs), 8, rng):
+            yield inputs[rows], targets[rows]
+
+    return module, step, batches
+
+
+STAGE_CONFIG = dive.train.TrainConfig(epochs=3, lr=1e-2, progress=False)
+
+
+def test_a_stage_that_freezes_a_submodule_leaves_its_weights_unchanged():
+    module, step, batches = regression_setup()
+    first_before = {name: tensor.clone() for name, tensor in module.first.state_dict().items()}
+    second_before = {name: tensor.clone() for name, tensor in module.second.state_dict().items()}
+    stage = dive.train.Stage(epochs=3, step=step, trains=lambda name: name.startswith("second."))
+    history = dive.train.train_stages(module, [stage], batches, STAGE_CONFIG)
+    assert len(history) == 3
+    assert all(torch.equal(module.first.state_dict()[name], first_before[name]) for name in first_before)
+    assert not torch.equal(module.second.weight, second_before["weight"])
+    assert all(parameter.requires_grad for parameter in module.parameters())  # unfrozen afterwards
+
+
+def test_a_parameter_filter_that_selects_nothing_is_refused():
+    module, step, batches = regression_setup()
+    with pytest.raises(DiveError, match="selects no parameter"):
+        dive.train.train_stages(module, [dive.train.Stage(epochs=1, step=step, trains=lambda name: False)],
+                                batches, STAGE_CONFIG)
+
+
+def test_a_one_stage_schedule_is_plain_training():
+    module, step, batches = regression_setup()
+    staged = dive.train.train_stages(module, [dive.train.Stage(epochs=3, step=step)], batches, STAGE_CONFIG)
+    plain_module, plain_step, plain_batches = regression_setup()
+    plain = dive.train.train_adapter(plain_module, plain_step, plain_batches, STAGE_CONFIG)
+    assert all(torch.equal(module.state_dict()[name], tensor) for name, tensor in plain_module.state_dict().items())
+    assert [record["loss"] for record in staged] == [record["loss"] for record in plain]
+    assert [record["epoch"] for record in staged] == [1, 2, 3] and "stage_width" not in staged[0]
+
+
+def test_stages_run_in_order_with_their_own_epochs_seeds_and_cumulative_epoch_numbers():
+    module, step, batches = regression_setup()
+    stages = [dive.train.Stage(epochs=2, step=step, width=4, name="stage-0"),
+              dive.train.Stage(epochs=1, step=step, width=2, name="stage-1", seed_offset=1,
+                               trains=lambda name: name.startswith("second."))]
+    history = dive.train.train_stages(module, stages, batches, STAGE_CONFIG)
+    assert [(record["epoch"], record["stage_width"]) for record in history] == [(1, 4), (2, 4), (3, 2)]
+    by_hand, by_hand_step, by_hand_batches = regression_setup()
+    dive.train.train_adapter(by_hand, by_hand_step, by_hand_batches, replace(STAGE_CONFIG, epochs=2))
+    dive.train.train_adapter(by_hand, by_hand_step, by_hand_batches, replace(STAGE_CONFIG, epochs=1, seed=1),
+                             trains=lambda name: name.startswith("second."))
+    assert all(torch.equal(module.state_dict()[name], tensor) for name, tensor in by_hand.state_dict().items())
+
+
+class FrozenEncoderThenAll(TorchAdapter):
+    """A throw-away staged method: the decoder alone first, then everything."""
+
+    name = "test-two-stage"
+    summary = reference = "test only"
+    Config = AutoencoderConfig
+    supervised = False
+
+    def build(self, input_dim):
+        self.encoder_at_stage_start = {}
+        return AutoencoderModule(input_dim, self.config.hidden, self.config.dim)
+
+    def encode(self, vectors):
+        return torch.nn.functional.normalize(self.module.encoder(vectors), dim=1)
+
+    def epoch_batches(self, train_set, rng):
+        return self.corpus_batches(train_set, rng)
+
+    def stages(self, train_set):
+        decoder_only = lambda name: name.startswith("decoder.")  # noqa: E731
+        return [dive.train.Stage(epochs=2, step=partial(self.step, stage="decoder"), name="decoder",
+                                 trains=decoder_only),
+                dive.train.Stage(epochs=1, step=partial(self.step, stage="all"), name="all", seed_offset=1)]
+
+    def step(self, batch, stage=""):
+        if stage not in self.encoder_at_stage_start:  # before the stage's first update
+            self.encoder_at_stage_start[stage] = copy.deepcopy(self.module.encoder.state_dict())
+        return {"loss": torch.nn.functional.mse_loss(self.module(batch[0])[1], batch[0])}
+
+
+def test_a_method_declares_its_stages_and_each_checkpoints_in_its_own_folder(tmp_path):
+    train_set = toy_train_set()
+    settings = dict(dim=4, hidden=8, train={**TRAIN, "epochs": 3})
+    method = FrozenEncoderThenAll(**settings).checkpoint_to(tmp_path).fit(train_set)
+    start, after_decoder_stage = method.encoder_at_stage_start["decoder"], method.encoder_at_stage_start["all"]
+    assert all(torch.equal(start[name], tensor) for name, tensor in after_decoder_stage.items())
+    assert not torch.equal(method.module.encoder[0].weight, start["0.weight"])
+    assert [record["epoch"] for record in method.history] == [1, 2, 3]
+    assert sorted(str(path.relative_to(tmp_path)) for path in tmp_path.glob("*/epoch-*")) == [
+        "all/epoch-00001", "decoder/epoch-00002"]
+    resumed = FrozenEncoderThenAll(**settings).checkpoint_to(tmp_path, resume=True).fit(train_set)
+    assert same_weights(resumed, method)

@@ -21,7 +21,7 @@ from torch import nn
 from dive.config import from_dict, to_dict
 from dive.data.sets import TrainSet, check_vectors
 from dive.errors import DiveError
-from dive.train import Batch, Checkpointing, TrainConfig, batch_slices, train_adapter
+from dive.train import Batch, Checkpointing, Stage, TrainConfig, batch_slices, train_stages
 from dive.saved import read_saved, write_saved
 
 FORMAT = "dive-method/1"
@@ -225,12 +225,13 @@ def read_method_folder(directory: str | Path) -> tuple[dict[str, Any], dict[str,
 
 
 class TorchAdapter(Method):
-    """A method whose fitted state is one ``torch.nn.Module`` trained by :func:`dive.train.train_adapter`.
+    """A method whose fitted state is one ``torch.nn.Module`` trained by :func:`dive.train.train_stages`.
 
     Subclasses implement :meth:`build` (the module for an input dim), :meth:`step` (the loss
     parts of one batch) and, when the output is not simply ``module(x)``, :meth:`encode`. The
     default batches are triplets ``(q, p, n)`` of frozen vectors with negatives re-drawn each
-    epoch; unsupervised adapters override :meth:`epoch_batches`.
+    epoch; unsupervised adapters override :meth:`epoch_batches`. Staged training (e.g. SMEC's
+    widths) overrides :meth:`stages`; the default is one stage of ``train.epochs`` epochs.
     """
 
     trains = True
@@ -269,6 +270,11 @@ class TorchAdapter(Method):
     @abstractmethod
     def step(self, batch: Batch) -> dict[str, torch.Tensor]: ...
 
+    def stages(self, train_set: TrainSet) -> list[Stage]:
+        """The training schedule: by default one stage of ``train.epochs`` epochs of :meth:`step`
+        on every parameter, checkpointed in the run's own folder."""
+        return [Stage(epochs=self.train_config.epochs, step=self.step)]
+
     def encode(self, vectors: torch.Tensor) -> torch.Tensor:
         """Inference output for a batch of frozen vectors (unit rows of ``output_dim``)."""
         return self.module(vectors)
@@ -302,9 +308,9 @@ class TorchAdapter(Method):
             from dive.evaluate import evaluate_method
 
             validate = lambda: evaluate_method(self, train_set.validation)["ndcg@10"]  # noqa: E731
-        self.history = train_adapter(self.module, self.step, lambda rng: self.epoch_batches(train_set, rng),
-                                     self.train_config, validate, desc=f"train {self.name}",
-                                     checkpoint=self.checkpointing(train_set))
+        self.history = train_stages(self.module, self.stages(train_set), lambda rng: self.epoch_batches(train_set, rng),
+                                    self.train_config, validate, desc=f"train {self.name}",
+                                    checkpoint=lambda stage: self.checkpointing(train_set, part=stage.name))
 
     @torch.inference_mode()
     def _transform(self, vectors: np.ndarray) -> np.ndarray:

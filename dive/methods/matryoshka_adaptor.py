@@ -35,35 +35,13 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from dive.data.sets import TrainSet
 from dive.errors import DiveError
-from dive.losses import SelfLimitingTripletLoss
+from dive.losses import NestedWidthsLoss, ReconstructionLoss, SelfLimitingTripletLoss, SimilarityPreservationLoss
 from dive.methods.base import Citation, TorchAdapter
-from dive.methods.residual import ResidualMLP, nested_dims, prefix
+from dive.methods.residual import ResidualMLP, prefix
 from dive.train import Batch, TrainConfig
-
-def similarity_preservation(frozen: torch.Tensor, outputs: torch.Tensor, widths: list[int],
-                            neighbours: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(L_pair, L_topk)`` of a batch of frozen unit vectors ``x`` and their outputs ``f(x)``.
-
-    ``L_pair = sum_m mean_{i != j} |s_m(i,j) - s(i,j)|``; ``L_topk`` is the same restricted to
-    the ``neighbours`` most similar other rows of each row under frozen similarity ``s``.
-    """
-    batch = frozen.shape[0]
-    similarity = frozen @ frozen.T
-    off_diagonal = ~torch.eye(batch, dtype=torch.bool, device=frozen.device)
-    n_top = min(neighbours, batch - 1)
-    top = similarity.masked_fill(~off_diagonal, float("-inf")).topk(n_top, dim=1).indices
-    top_similarity = similarity.gather(1, top)
-    loss_pair = loss_topk = frozen.new_zeros(())
-    for width in widths:
-        reduced = prefix(outputs, width)
-        reduced_similarity = reduced @ reduced.T
-        loss_pair = loss_pair + (reduced_similarity - similarity).abs()[off_diagonal].mean()
-        loss_topk = loss_topk + (reduced_similarity.gather(1, top) - top_similarity).abs().mean()
-    return loss_pair, loss_topk
 
 
 class _SupervisedUnlessUnsupervisedOnly:
@@ -122,7 +100,9 @@ class MatryoshkaAdaptor(TorchAdapter):
 
     def __init__(self, config: MatryoshkaAdaptorConfig | None = None, **overrides: Any):
         super().__init__(config, **overrides)
-        self.ranking_loss = SelfLimitingTripletLoss(self.config.margin)
+        self.ranking_loss = NestedWidthsLoss(SelfLimitingTripletLoss(self.config.margin), dim=self.output_dim)
+        self.similarity_loss = NestedWidthsLoss(SimilarityPreservationLoss(self.config.neighbours), dim=self.output_dim)
+        self.reconstruction_loss = ReconstructionLoss()
 
     def build(self, input_dim: int) -> ResidualMLP:
         return ResidualMLP(input_dim, self.config.hidden, init="zero_last")
@@ -145,20 +125,13 @@ class MatryoshkaAdaptor(TorchAdapter):
 
     def step(self, batch: Batch) -> dict[str, torch.Tensor]:
         corpus = batch[-1]
-        widths = nested_dims(self.output_dim, corpus.shape[1])
         outputs = self.module(corpus)
-        loss_pair, loss_topk = similarity_preservation(corpus, outputs, widths, self.config.neighbours)
-        loss_rec = F.l1_loss(outputs, corpus)
+        loss_pair, loss_topk = self.similarity_loss(outputs, frozen=corpus)
+        loss_rec = self.reconstruction_loss(outputs, corpus)
         parts = {"loss_topk": loss_topk, "loss_pair": loss_pair, "loss_rec": loss_rec}
         loss = loss_topk + self.config.alpha * loss_pair + self.config.beta * loss_rec
         if not self.config.unsupervised_only:
-            parts["loss_rank"] = self._ranking(batch[:3], widths)
+            parts["loss_rank"] = self.ranking_loss(*(self.module(part) for part in batch[:3]))
             loss = loss + self.config.gamma * parts["loss_rank"]
         parts["loss"] = loss
         return parts
-
-    def _ranking(self, triplet: Batch, widths: list[int]) -> torch.Tensor:
-        """``L_rank = sum_m max(0, (1 - s_m(q,p)) - (1 - s_m(q,n)) + margin)``, mean over triplets."""
-        queries, positives, negatives = (self.module(part) for part in triplet)
-        return sum((self.ranking_loss(prefix(queries, m), prefix(positives, m), prefix(negatives, m))
-                    for m in widths), queries.new_zeros(()))

@@ -1,7 +1,9 @@
-"""The residual MLP shared by Matryoshka-Adaptor, Search-Adaptor and SMEC, and prefix helpers.
+"""The residual MLP shared by Matryoshka-Adaptor, Search-Adaptor and SMEC.
 
 DIVE paper Appendix F.2-F.4: all three baselines use ``f(x) = x + g(x)``,
-``g = Linear(d, h) ReLU Linear(h, d)``, and read a compressed vector as ``norm(f(x)[:k])``.
+``g = Linear(d, h) ReLU Linear(h, d)``, and read a compressed vector as ``norm(f(x)[:k])``
+(:func:`prefix`; it and :func:`nested_dims` live with the nested-widths loss in
+:mod:`dive.losses.nested` and are re-exported here).
 """
 
 from __future__ import annotations
@@ -9,10 +11,12 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from dive.errors import DiveError
+from dive.losses.nested import nested_dims, prefix
+
+__all__ = ["Init", "ResidualMLP", "nested_dims", "prefix"]
 
 Init = Literal["zero_last", "xavier", "torch"]
 
@@ -40,17 +44,3 @@ class ResidualMLP(nn.Module):
 
     def forward(self, vectors: torch.Tensor) -> torch.Tensor:
         return vectors + self.net(vectors)
-
-
-def nested_dims(dim: int, input_dim: int) -> list[int]:
-    """``M = [k, 2k, 4k, ...]`` (every ``k * 2^i`` below d) plus d, e.g. (128, 384) -> [128, 256, 384]."""
-    dims, width = [], dim
-    while width < input_dim:
-        dims.append(width)
-        width *= 2
-    return dims + [input_dim]
-
-
-def prefix(vectors: torch.Tensor, width: int) -> torch.Tensor:
-    """``norm(v[:, :width])``: the Matryoshka output of width ``width``."""
-    return F.normalize(vectors[:, :width], dim=1)

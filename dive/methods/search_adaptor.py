@@ -13,12 +13,12 @@ where ``L1`` is the element-wise mean absolute error (``F.l1_loss``, as in App. 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from dive.errors import DiveError
-from dive.losses import softplus_ranking_loss
+from dive.losses import ReconstructionLoss, SoftplusRankingLoss
 from dive.methods.base import Citation, TorchAdapter
 from dive.methods.residual import ResidualMLP, prefix
 from dive.train import Batch, TrainConfig
@@ -56,6 +56,11 @@ class SearchAdaptor(TorchAdapter):
                         "ACL 2024", "re-implemented as the DIVE paper's App. F.3 describes it")
     Config = SearchAdaptorConfig
 
+    def __init__(self, config: SearchAdaptorConfig | None = None, **overrides: Any):
+        super().__init__(config, **overrides)
+        self.ranking_loss = SoftplusRankingLoss()
+        self.recovery_loss = ReconstructionLoss()
+
     def build(self, input_dim: int) -> ResidualMLP:
         return ResidualMLP(input_dim, self.config.hidden, init="xavier")
 
@@ -64,7 +69,7 @@ class SearchAdaptor(TorchAdapter):
 
     def step(self, batch: Batch) -> dict[str, torch.Tensor]:
         outputs = [self.module(part) for part in batch]
-        loss_rank = softplus_ranking_loss(*(prefix(output, self.output_dim) for output in outputs))
-        loss_rec = sum((F.l1_loss(output, part) for output, part in zip(outputs, batch)),
+        loss_rank = self.ranking_loss(*(prefix(output, self.output_dim) for output in outputs))
+        loss_rec = sum((self.recovery_loss(output, part) for output, part in zip(outputs, batch)),
                        loss_rank.new_zeros(())) / len(batch)
         return {"loss": loss_rank + self.config.alpha * loss_rec, "loss_rank": loss_rank, "loss_rec": loss_rec}

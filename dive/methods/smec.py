@@ -32,15 +32,18 @@ Choices SPEC leaves open (documented here):
 - ``s_k`` in SPEC's S-XBM loss is read as the similarity at the stage's width w (App. F.4's
   ``xbm.unsup_loss(a, a_c)`` with ``a_c`` the current stage's output); in the last, longest
   stage w = k. The anchors are the batch's queries (App. F.4's ``a``).
-- Each stage is one call of :func:`dive.train.train_adapter`: a fresh AdamW per stage (moments
-  reset when the trained width changes), seeded with ``train.seed + stage index``; early
-  stopping, when on, applies within each stage. The memory persists across stages (it holds
-  frozen inputs, which do not go stale).
+- The stages are :class:`dive.train.Stage` s (:meth:`Smec.stages`), run by
+  :func:`dive.train.train_stages`: a fresh AdamW per stage (moments reset when the trained
+  width changes), seeded with ``train.seed + stage index``, every parameter training in every
+  stage; early stopping, when on, applies within each stage; stage i checkpoints under
+  ``stage-<i>``. The memory (:class:`dive.losses.CrossBatchMemoryLoss`) persists across stages
+  (it holds frozen inputs, which do not go stale).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -49,13 +52,10 @@ from torch import nn
 
 from dive.data.sets import TrainSet
 from dive.errors import DiveError
-from dive.losses import softplus_ranking_loss
+from dive.losses import CrossBatchMemoryLoss, NeighbourSimilarityLoss, SoftplusRankingLoss
 from dive.methods.base import Citation, TorchAdapter
 from dive.methods.residual import ResidualMLP, nested_dims
-from dive.train import Batch, TrainConfig, train_adapter
-
-DUPLICATE_SIMILARITY = 1 - 1e-6
-"""Memory entries at least this similar to an anchor are copies of it and are not neighbours."""
+from dive.train import Batch, Checkpointing, Stage, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -138,39 +138,6 @@ class SmecInference(nn.Module):
         return F.normalize(self.residual(vectors).index_select(1, self.kept), dim=1)
 
 
-class Memory:
-    """S-XBM: a FIFO ring buffer of the last ``size`` frozen vectors (no gradient)."""
-
-    def __init__(self, size: int):
-        self.size = size
-        self.vectors: torch.Tensor | None = None
-        self.count = self.pointer = 0
-
-    def contents(self) -> torch.Tensor | None:
-        return None if self.vectors is None or self.count == 0 else self.vectors[:self.count]
-
-    def state(self) -> dict[str, torch.Tensor]:
-        """For training checkpoints: the buffer and its (count, pointer)."""
-        if self.vectors is None:
-            return {}
-        return {"memory": self.vectors, "memory_position": torch.tensor([self.count, self.pointer])}
-
-    def restore(self, state: dict[str, torch.Tensor]) -> None:
-        if "memory" in state:
-            self.vectors = state["memory"]
-            self.count, self.pointer = (int(value) for value in state["memory_position"])
-
-    @torch.no_grad()
-    def add(self, vectors: torch.Tensor) -> None:
-        vectors = vectors[-self.size:].detach()
-        if self.vectors is None:
-            self.vectors = vectors.new_zeros(self.size, vectors.shape[1])
-        slots = (self.pointer + torch.arange(len(vectors), device=vectors.device)) % self.size
-        self.vectors[slots] = vectors
-        self.pointer = (self.pointer + len(vectors)) % self.size
-        self.count = min(self.count + len(vectors), self.size)
-
-
 class Smec(TorchAdapter):
     name = "smec"
     summary = ("residual MLP + adaptive dimension selection, sequential Matryoshka stages with a softplus "
@@ -181,10 +148,12 @@ class Smec(TorchAdapter):
 
     def __init__(self, config: SmecConfig | None = None, **overrides: Any):
         super().__init__(config, **overrides)
-        self.width = self.output_dim
-        self.memory = Memory(self.config.memory_size)
+        self.ranking_loss = SoftplusRankingLoss()
+        self.xbm_loss = CrossBatchMemoryLoss(NeighbourSimilarityLoss(), self.config.memory_size, self.config.neighbours)
 
     def build(self, input_dim: int) -> SmecAdapter:
+        """A fresh adapter and, with it, an empty S-XBM memory."""
+        self.xbm_loss.reset()
         return SmecAdapter(input_dim, self.config.hidden)
 
     def encode(self, vectors: torch.Tensor) -> torch.Tensor:
@@ -194,51 +163,24 @@ class Smec(TorchAdapter):
         self.check_fitted("nothing to export")
         return SmecInference(self.module.residual, self.module.kept(self.output_dim)).eval()
 
-    def _fit(self, train_set: TrainSet) -> None:
-        """One :func:`train_adapter` call per SMRL stage; history records carry ``stage_width``."""
-        seed = self.train_config.seed
-        torch.manual_seed(seed)
-        self.module = self.build(train_set.dim)
-        self.memory = Memory(self.config.memory_size)
-        validate = None
-        if train_set.validation is not None and self.train_config.early_stopping_patience > 0:
-            from dive.evaluate import evaluate_method
-
-            validate = lambda: evaluate_method(self, train_set.validation)["ndcg@10"]  # noqa: E731
-        self.history = []
+    def stages(self, train_set: TrainSet) -> list[Stage]:
+        """One stage per SMRL width, all parameters training; history records carry ``stage_width``."""
         schedule = stage_schedule(self.output_dim, train_set.dim, self.train_config.epochs)
-        for stage, (width, epochs) in enumerate(schedule):
-            self.width = width
-            config = replace(self.train_config, epochs=epochs, seed=seed + stage)
-            checkpoint = self.checkpointing(train_set, part=f"stage-{stage}")
-            if checkpoint is not None:
-                checkpoint.extra_state, checkpoint.restore_extra = self.memory.state, self.memory.restore
-            records = train_adapter(self.module, self.step, lambda rng: self.epoch_batches(train_set, rng),
-                                    config, validate, desc=f"train {self.name} {width}d", checkpoint=checkpoint)
-            done = len(self.history)
-            self.history += [{**record, "epoch": done + record["epoch"], "stage_width": width} for record in records]
-        self.width = self.output_dim
+        return [Stage(epochs=epochs, step=partial(self.step, width=width), name=f"stage-{index}", width=width,
+                      seed_offset=index) for index, (width, epochs) in enumerate(schedule)]
 
-    def step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        queries, positives, negatives = (self.module(part, self.width) for part in batch)
-        loss_rank = softplus_ranking_loss(queries, positives, negatives)
-        loss_xbm = self._xbm_loss(batch[0], queries)
-        self.memory.add(torch.cat(batch))
+    def checkpointing(self, train_set: TrainSet, part: str = "") -> Checkpointing | None:
+        """As the base class, with the S-XBM memory saved and restored beside the weights."""
+        checkpoint = super().checkpointing(train_set, part)
+        if checkpoint is not None:
+            checkpoint.extra_state, checkpoint.restore_extra = self.xbm_loss.state, self.xbm_loss.restore
+        return checkpoint
+
+    def step(self, batch: Batch, width: int | None = None) -> dict[str, torch.Tensor]:
+        """The loss parts of a batch at ``width`` (a stage's width; default the target dim)."""
+        width = self.output_dim if width is None else width
+        queries, positives, negatives = (self.module(part, width) for part in batch)
+        loss_rank = self.ranking_loss(queries, positives, negatives)
+        loss_xbm = self.xbm_loss(batch[0], queries, encode=lambda vectors: self.module(vectors, width),
+                                 enqueue=torch.cat(batch))
         return {"loss": loss_rank + self.config.alpha * loss_xbm, "loss_rank": loss_rank, "loss_xbm": loss_xbm}
-
-    def _xbm_loss(self, anchors: torch.Tensor, reduced: torch.Tensor) -> torch.Tensor:
-        """``mean |s_w(a, b) - s(a, b)|`` over each anchor's top neighbours ``b`` in the memory."""
-        memory = self.memory.contents()
-        if memory is None:
-            return reduced.new_zeros(())
-        similarity = anchors @ memory.T
-        similarity = similarity.masked_fill(similarity > DUPLICATE_SIMILARITY, float("-inf"))
-        top_similarity, top = similarity.topk(min(self.config.neighbours, len(memory)), dim=1)
-        valid = torch.isfinite(top_similarity)
-        batch, n_top = top.shape
-        neighbours = self.module(memory[top.reshape(-1)], self.width).view(batch, n_top, -1)
-        reduced_similarity = torch.einsum("bw,bnw->bn", reduced, neighbours)
-        errors = (reduced_similarity - top_similarity.masked_fill(~valid, 0)).abs() * valid
-        return errors.sum() / valid.sum().clamp(min=1)
-
-

@@ -49,6 +49,7 @@ from torch import nn
 
 from dive.data.sets import TrainSet
 from dive.errors import DiveError
+from dive.evaluate import evaluate_method
 from dive.losses import softplus_ranking_loss
 from dive.methods.base import TorchAdapter
 from dive.methods.residual import ResidualMLP, nested_dims
@@ -201,8 +202,6 @@ class Smec(TorchAdapter):
         self.memory = Memory(self.config.memory_size)
         validate = None
         if train_set.validation is not None and self.train_config.early_stopping_patience > 0:
-            from dive.evaluate import evaluate_method
-
             validate = lambda: evaluate_method(self, train_set.validation)["ndcg@10"]  # noqa: E731
         self.history = []
         schedule = stage_schedule(self.output_dim, train_set.dim, self.train_config.epochs)

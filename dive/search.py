@@ -1,7 +1,7 @@
 """Search: the :class:`Searcher` protocol every index implements, and exact float32 search.
 
-A searcher ranks a stored corpus for query vectors; evaluation (:mod:`dive.evaluate`), ``dive
-search`` and the benchmarks take any searcher. :class:`FlatSearch` is the exact one over float32
+A searcher ranks a stored corpus for query vectors; evaluation (:mod:`dive.evaluate`) and ``dive
+search`` (:mod:`dive.index`) take any searcher. :class:`FlatSearch` is the exact one over float32
 rows; every codec returns one for its stored codes (``codec.searcher(codes)``), a pipeline one over
 a corpus (``pipeline.searcher(corpus_vectors)``), and vector databases plug in the same way.
 
@@ -28,7 +28,7 @@ class Searcher(Protocol):
     ``search(query_vectors, k)`` returns ``(scores, rows)``, float32 and int64, each
     ``[n_queries, k]`` (or fewer columns: :class:`FlatSearch` caps ``k`` at the corpus size),
     best first (higher score = better); ``rows`` are corpus row numbers, ``-1`` where a query
-    has fewer results (faiss pads so).
+    has fewer results (as faiss pads them).
 
     Query space: ``query_vectors`` are ``[n_queries, dim]`` float vectors in the space of the
     vectors the searcher was built from. :class:`FlatSearch` and a codec's searcher take vectors

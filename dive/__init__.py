@@ -12,6 +12,8 @@ def load(directory):
 
     JSON + safetensors only, checksums verified: loading never runs code.
     """
+    # Not a top-level import: every ``import dive.<module>`` runs this file first, and the package
+    # root must not pull the top layer (pipeline -> methods, codecs, torch) into the lower ones.
     from dive.pipeline import Pipeline
 
     return Pipeline.load(directory)

@@ -22,8 +22,9 @@ import numpy as np
 from dive.data.beir import BeirDataset
 from dive.data.download import cache_dir
 from dive.data.sets import Embeddings, check_vectors
+from dive.distributed import start_ray
 from dive.errors import DiveError
-from dive.utils import atomic_path, sha256_file
+from dive.utils import atomic_path, configure_threads, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +101,6 @@ class TextEncoder:
     def __init__(self, model: str, batch_size: int, device: str):
         from sentence_transformers import SentenceTransformer
 
-        from dive.utils import configure_threads
-
         configure_threads()
         self.model = SentenceTransformer(model, device=device, local_files_only=True)
         self.batch_size = batch_size
@@ -125,8 +124,6 @@ RAY_BATCH_TEXTS = 1024
 
 def _encode_with_ray(texts: list[str], config: EncodeConfig, desc: str) -> np.ndarray:
     from tqdm.auto import tqdm
-
-    from dive.distributed import start_ray
 
     ray = start_ray(config.ray_address, config.ray_workers)
     rows = ray.data.from_items([{"row": row, "text": text} for row, text in enumerate(texts)])

@@ -1,13 +1,18 @@
-"""Evaluation layer: exact inner-product search (faiss) + IR metrics (pytrec_eval, as BEIR).
+"""Evaluation layer: score any :class:`~dive.search.Searcher` with IR metrics (pytrec_eval, as BEIR).
 
-Queries and documents go through the same compressor; a document whose id equals the query
-id is removed from that query's ranking (BEIR's ``ignore_identical_ids``). Metrics are the
-mean over the evaluated queries; "retention" is compressed / frozen on the same queries.
+:func:`evaluate_searcher` is the one scorer: the searcher ranks the corpus for the queries, a
+document whose id equals the query id is removed from that query's ranking (BEIR's
+``ignore_identical_ids``), and metrics are the mean over the evaluated queries. Queries and
+documents go through the same compressor (:func:`evaluate_method`); "retention" is compressed /
+frozen on the same queries.
+
+This module sits below methods, codecs and pipelines (it imports only data, search and errors),
+so each of them can use it: a method is anything with ``transform`` (:class:`Transformer`).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
 import pytrec_eval
@@ -15,15 +20,19 @@ import pytrec_eval
 from dive.data.beir import Qrels
 from dive.data.sets import EvalSet
 from dive.errors import DiveError
-from dive.search import exact_search
+from dive.search import FlatSearch, Searcher
 
-if TYPE_CHECKING:
-    from dive.methods.base import Method
 
 DEFAULT_KS: tuple[int, ...] = (10,)
 _MEASURES = {"ndcg": "ndcg_cut", "recall": "recall"}
 
 Run = dict[str, dict[str, float]]
+
+
+class Transformer(Protocol):
+    """What :func:`evaluate_method` needs of a method: ``transform(vectors) -> vectors``."""
+
+    def transform(self, vectors: np.ndarray) -> np.ndarray: ...
 
 
 def metric_names(ks: Sequence[int] = DEFAULT_KS) -> list[str]:
@@ -33,7 +42,16 @@ def metric_names(ks: Sequence[int] = DEFAULT_KS) -> list[str]:
 def retrieve(query_vectors: np.ndarray, query_ids: list[str], doc_vectors: np.ndarray,
              doc_ids: list[str], depth: int) -> Run:
     """Top-``depth`` documents per query by exact inner product, identical ids removed."""
-    scores, rows = exact_search(query_vectors, doc_vectors, depth + 1)
+    return search_run(FlatSearch.from_vectors(doc_vectors), query_vectors, query_ids, doc_ids, depth)
+
+
+def search_run(searcher: Searcher, query_vectors: np.ndarray, query_ids: list[str], doc_ids: list[str],
+               depth: int) -> Run:
+    """Top-``depth`` documents per query from ``searcher`` (row i = ``doc_ids[i]``), identical ids removed.
+
+    One more than ``depth`` is asked for, so that ``depth`` remain after the removal.
+    """
+    scores, rows = searcher.search(query_vectors, depth + 1)
     return rankings_to_run(query_ids, doc_ids, scores, rows, depth)
 
 
@@ -64,18 +82,26 @@ def score_run(run: Run, qrels: Qrels, ks: Sequence[int] = DEFAULT_KS) -> dict[st
     return metrics
 
 
+def evaluate_searcher(searcher: Searcher, query_vectors: np.ndarray, eval_set: EvalSet,
+                      ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
+    """nDCG@k / Recall@k of ``searcher``'s rankings for ``query_vectors`` (aligned with
+    ``eval_set.query_ids``, in the searcher's query space), its rows being ``eval_set.doc_ids``."""
+    run = search_run(searcher, query_vectors, eval_set.query_ids, eval_set.doc_ids, max(ks))
+    return score_run(run, eval_set.qrels, ks)
+
+
 def evaluate_vectors(query_vectors: np.ndarray, doc_vectors: np.ndarray, eval_set: EvalSet,
                      ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
     """Metrics of already-compressed ``query_vectors`` (aligned with ``eval_set.query_ids``)."""
     if query_vectors.shape[1] != doc_vectors.shape[1]:
         raise DiveError(f"query dimension {query_vectors.shape[1]} != document dimension {doc_vectors.shape[1]}")
-    run = retrieve(query_vectors, eval_set.query_ids, doc_vectors, eval_set.doc_ids, max(ks))
-    return score_run(run, eval_set.qrels, ks)
+    return evaluate_searcher(FlatSearch.from_vectors(doc_vectors), query_vectors, eval_set, ks)
 
 
-def evaluate_method(method: "Method | None", eval_set: EvalSet, ks: Sequence[int] = DEFAULT_KS,
+def evaluate_method(method: Transformer | None, eval_set: EvalSet, ks: Sequence[int] = DEFAULT_KS,
                     doc_vectors: np.ndarray | None = None) -> dict[str, float]:
-    """Metrics after passing queries and documents through ``method`` (``None`` = frozen).
+    """Metrics after passing queries and documents through ``method`` (``None`` = frozen): any
+    object with ``transform``, e.g. a fitted :class:`~dive.methods.base.Method`.
 
     ``doc_vectors`` may carry the already-transformed corpus to avoid transforming it again.
     """

@@ -4,7 +4,8 @@
 codes) in the faiss index that ranks like dive's evaluation: ``IndexFlatIP`` without a codec,
 ``IndexScalarQuantizer`` for float16/int8, ``IndexPQ`` for pq, ``IndexBinaryFlat`` for binary.
 Float storage is searched through :class:`dive.search.FlatSearch`, which scans a single query
-on every core.
+on every core; codec storage through the codec's :meth:`~dive.quantize.base.Codec.faiss_searcher`.
+A loaded index is a :class:`dive.search.Searcher` over frozen query vectors, behind the pipeline's method.
 Beside ``PATH`` it writes ``PATH.json``: the document ids (faiss stores row numbers), the
 pipeline and model folders, and the index's SHA-256, checked on load. Both files are written
 atomically, the index first; faiss index files are plain binary, never code.
@@ -20,10 +21,11 @@ import faiss
 import numpy as np
 
 from dive import __version__
+from dive.encode import EncodeConfig, encode_texts
 from dive.errors import DiveError
 from dive.pipeline import Pipeline
 from dive.saved import read_record
-from dive.search import FlatSearch
+from dive.search import FlatSearch, Searcher, TransformedSearch
 from dive.utils import atomic_path, sha256_file, write_json
 
 FORMAT = "dive-index/1"
@@ -35,27 +37,21 @@ def manifest_path(index_path: Path) -> Path:
 
 @dataclass
 class SearchIndex:
-    """A loaded index: the faiss index (float storage wrapped in :class:`FlatSearch`), its pipeline,
-    row -> document id, and the text model."""
+    """A loaded index: a :class:`~dive.search.Searcher` of the stored corpus that takes frozen query
+    vectors (the pipeline's method in front of the faiss index), its pipeline, row -> document id,
+    and the text model."""
 
-    index: Any
+    searcher: Searcher
     pipeline: Pipeline
     doc_ids: list[str]
     model: str | None
 
     def search_vectors(self, query_vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """``(scores, rows)`` of the top ``k`` documents for frozen query vectors."""
-        compressed = self.pipeline.transform(query_vectors)
-        codec = self.pipeline.codec
-        if codec is None:
-            return self.index.search(compressed, min(k, len(self.doc_ids)))
-        raw_scores, rows = self.index.search(codec.faiss_queries(compressed), min(k, len(self.doc_ids)))
-        return codec.faiss_scores(raw_scores), rows
+        return self.searcher.search(query_vectors, min(k, len(self.doc_ids)))
 
     def search(self, texts: list[str], k: int = 10) -> list[list[dict[str, Any]]]:
         """Top-``k`` ``{"doc_id", "score"}`` per query text (encoded with the index's model)."""
-        from dive.encode import EncodeConfig, encode_texts
-
         if not texts:
             raise DiveError("no query text given")
         scores, rows = self.search_vectors(encode_texts(texts, EncodeConfig(model=self.model), desc="encode queries"), k)
@@ -102,5 +98,13 @@ def load_index(path: str | Path) -> SearchIndex:
     doc_ids = record.get("doc_ids")
     if not isinstance(doc_ids, list) or len(doc_ids) != index.ntotal:
         raise DiveError(f"{record_path}: its document ids do not match the index's {index.ntotal} vectors")
-    searcher = FlatSearch(index) if isinstance(index, faiss.IndexFlatIP) else index
-    return SearchIndex(searcher, Pipeline.load(record["pipeline"]), [str(i) for i in doc_ids], record.get("model"))
+    pipeline = Pipeline.load(record["pipeline"])
+    return SearchIndex(TransformedSearch(pipeline.transform, stored_searcher(index, pipeline)), pipeline,
+                       [str(i) for i in doc_ids], record.get("model"))
+
+
+def stored_searcher(index: Any, pipeline: Pipeline) -> Searcher:
+    """A :class:`~dive.search.Searcher` of the faiss ``index`` for the pipeline's (float) output."""
+    if pipeline.codec is not None:
+        return pipeline.codec.faiss_searcher(index)
+    return FlatSearch(index) if isinstance(index, faiss.IndexFlatIP) else index

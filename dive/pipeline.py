@@ -22,9 +22,11 @@ from dive import __version__
 from dive.config import to_dict
 from dive.data.sets import EvalSet
 from dive.errors import DiveError
+from dive.evaluate import evaluate_searcher
 from dive.methods import Method, load_method
 from dive.quantize import Codec, load_codec
 from dive.saved import CONFIG_FILE, read_record
+from dive.search import FlatSearch, Searcher, TransformedSearch
 from dive.utils import sha256_file, write_json
 
 PIPELINE_FILE = "pipeline.json"
@@ -68,16 +70,17 @@ class Pipeline:
         compressed = self.transform(vectors)
         return compressed if self.codec is None else self.codec.encode(compressed)
 
+    def searcher(self, corpus_vectors: np.ndarray) -> Searcher:
+        """A :class:`~dive.search.Searcher` over frozen ``corpus_vectors`` stored as the pipeline stores
+        them (codec codes, or float32 output), taking frozen query vectors: they go through the method
+        and stay float (asymmetric search against the codes)."""
+        stored = self.encode(corpus_vectors)
+        searcher = FlatSearch.from_vectors(stored) if self.codec is None else self.codec.searcher(stored)
+        return TransformedSearch(self.transform, searcher)
+
     def evaluate(self, eval_set: EvalSet, ks: tuple[int, ...]) -> dict[str, float]:
         """nDCG@k / Recall@k with queries through the method (kept float) and documents stored as codes."""
-        from dive.evaluate import evaluate_vectors
-        from dive.quantize.base import evaluate_codec
-
-        compressed = EvalSet(eval_set.query_ids, self.transform(eval_set.query_vectors), eval_set.qrels,
-                             eval_set.doc_ids, self.transform(eval_set.doc_vectors))
-        if self.codec is None:
-            return evaluate_vectors(compressed.query_vectors, compressed.doc_vectors, compressed, ks)
-        return evaluate_codec(self.codec, compressed, ks)
+        return evaluate_searcher(self.searcher(eval_set.doc_vectors), eval_set.query_vectors, eval_set, ks)
 
     def save(self, directory: str | Path) -> Path:
         """Write ``method/``, ``codec/`` and, last, ``pipeline.json`` (the commit point) into ``directory``."""

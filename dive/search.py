@@ -1,4 +1,9 @@
-"""Exact inner-product search over float32 rows: the one search used everywhere.
+"""Search: the :class:`Searcher` protocol every index implements, and exact float32 search.
+
+A searcher ranks a stored corpus for query vectors; evaluation (:mod:`dive.evaluate`) and ``dive
+search`` (:mod:`dive.index`) take any searcher. :class:`FlatSearch` is the exact one over float32
+rows; every codec returns one for its stored codes (``codec.searcher(codes)``), a pipeline one over
+a corpus (``pipeline.searcher(corpus_vectors)``), and vector databases plug in the same way.
 
 Rows live in a faiss ``IndexFlatIP``. faiss spreads a batch of queries over the cores, one
 query per thread, so a single query (online serving) is scanned by one core at about one core's
@@ -9,9 +14,30 @@ two or more queries go to faiss, which measured faster there (``benchmarks/bench
 
 from __future__ import annotations
 
+from typing import Callable, Protocol, runtime_checkable
+
 import faiss
 import numpy as np
 import torch
+
+
+@runtime_checkable
+class Searcher(Protocol):
+    """Top-``k`` search over a stored corpus.
+
+    ``search(query_vectors, k)`` returns ``(scores, rows)``, float32 and int64, each
+    ``[n_queries, k]`` (or fewer columns: :class:`FlatSearch` caps ``k`` at the corpus size),
+    best first (higher score = better); ``rows`` are corpus row numbers, ``-1`` where a query
+    has fewer results (as faiss pads them).
+
+    Query space: ``query_vectors`` are ``[n_queries, dim]`` float vectors in the space of the
+    vectors the searcher was built from. :class:`FlatSearch` and a codec's searcher take vectors
+    like the ones they store (a method's float output: queries stay float, the asymmetric search
+    of the codecs); a pipeline's searcher was built from frozen corpus vectors and takes frozen
+    query vectors (it passes them through the method, :class:`TransformedSearch`).
+    """
+
+    def search(self, query_vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 class FlatSearch:
@@ -44,3 +70,15 @@ class FlatSearch:
 def exact_search(query_vectors: np.ndarray, doc_vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Return ``(scores, doc_rows)``, each ``[n_queries, k]``, best first (k capped at the corpus size)."""
     return FlatSearch.from_vectors(doc_vectors).search(query_vectors, k)
+
+
+class TransformedSearch:
+    """A :class:`Searcher` whose queries pass through ``transform`` before ``searcher`` ranks them
+    (e.g. a pipeline's method in front of the stored, compressed corpus)."""
+
+    def __init__(self, transform: Callable[[np.ndarray], np.ndarray], searcher: Searcher) -> None:
+        self.transform = transform
+        self.searcher = searcher
+
+    def search(self, query_vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.searcher.search(self.transform(query_vectors), k)

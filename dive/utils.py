@@ -17,6 +17,8 @@ from typing import Iterator
 
 import numpy as np
 
+from dive.errors import DiveError
+
 
 def seed_everything(seed: int) -> None:
     """Seed Python, numpy and torch so a run on CPU is repeatable bit for bit."""
@@ -87,8 +89,6 @@ def require(module: str, extra: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError:
-        from dive.errors import DiveError
-
         raise DiveError(f"this needs {module.split('.')[0]}: pip install 'dive-compress[{extra}]'") from None
 
 

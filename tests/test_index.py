@@ -4,14 +4,16 @@ import json
 
 import pytest
 
-from dive.data import TrainSet, make_splits
+from dive.data import EvalSet, TrainSet, make_splits
 from dive.errors import DiveError
-from dive.evaluate import rankings_to_run, score_run
+from dive.evaluate import evaluate_searcher, rankings_to_run, score_run
 from dive.index import build_index, load_index
 from dive.methods import create_method
 from dive.pipeline import Pipeline
 from dive.quantize import create_codec
+from dive.search import Searcher
 from conftest import SHARED_DATA
+from helpers import random_unit
 
 CODECS = [None, ("float16", {}), ("int8", {}), ("pq", {"m": 16}), ("binary", {})]
 
@@ -81,3 +83,25 @@ def test_altered_index_and_unsupported_codecs_fail_clearly(scifact_pca, tmp_path
     with pytest.raises(DiveError, match="ids but"):
         build_index(pipeline, tmp_path / "pipeline", embeddings.doc_ids[:5], embeddings.doc_vectors, out)
     assert not (tmp_path / "b.faiss").exists()
+
+
+@pytest.mark.parametrize("codec", [None, "int8", "binary"])
+def test_a_loaded_index_is_a_searcher_over_frozen_queries(tmp_path, codec):
+    corpus = random_unit(300, 32, seed=0)
+    queries = corpus[:12] + 0.3 * random_unit(12, 32, seed=1)  # query i lies near doc i
+    pipeline = Pipeline(create_method("pca", dim=16).fit(TrainSet.unsupervised(corpus)))
+    if codec:
+        pipeline.fit_codec(create_codec(codec), corpus)
+    pipeline.save(tmp_path / "pipeline")
+    doc_ids = [f"d{i}" for i in range(len(corpus))]
+    build_index(pipeline, tmp_path / "pipeline", doc_ids, corpus, tmp_path / "toy.faiss")
+    index = load_index(tmp_path / "toy.faiss")
+    assert isinstance(index.searcher, Searcher)
+    qrels = {f"q{i}": {f"d{i}": 1} for i in range(12)}
+    eval_set = EvalSet(list(qrels), queries, qrels, doc_ids, corpus)
+    from_index = evaluate_searcher(index.searcher, queries, eval_set)
+    expected = pipeline.evaluate(eval_set, (10,))
+    if codec is None:  # the same FlatSearch over the same rows
+        assert from_index == expected
+    else:  # faiss's codes search may swap near-ties
+        assert from_index["ndcg@10"] == pytest.approx(expected["ndcg@10"], abs=2e-4)

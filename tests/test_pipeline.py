@@ -2,11 +2,13 @@ import numpy as np
 import pytest
 
 import dive
-from dive.data import TrainSet
+from dive.data import EvalSet, TrainSet
 from dive.errors import DiveError
+from dive.evaluate import evaluate_searcher, evaluate_vectors
 from dive.methods import create_method
 from dive.pipeline import Pipeline
-from dive.quantize import create_codec
+from dive.quantize import create_codec, evaluate_codec
+from dive.search import Searcher
 from helpers import random_unit
 
 
@@ -79,3 +81,23 @@ def test_a_method_folder_without_its_manifest_is_called_incomplete(tmp_path):
     (folder / "pipeline.json").unlink()
     with pytest.raises(DiveError, match="incomplete pipeline"):
         dive.load(folder)
+
+
+@pytest.mark.parametrize("codec", [None, "float16", "int8", "binary", "pq", "lossless"])
+def test_pipeline_searcher_takes_frozen_queries_and_scores_as_before(codec):
+    pipeline, corpus = fitted_pipeline(codec if codec != "pq" else None)
+    if codec == "pq":
+        pipeline.fit_codec(create_codec("pq", m=4, nbits=4, niter=5), corpus)
+    queries = random_unit(20, 32, seed=3)
+    qrels = {f"q{i}": {f"d{i}": 1, f"d{i + 5}": 1} for i in range(20)}
+    eval_set = EvalSet(list(qrels), queries, qrels, [f"d{i}" for i in range(len(corpus))], corpus)
+    searcher = pipeline.searcher(corpus)
+    assert isinstance(searcher, Searcher)
+    compressed = EvalSet(eval_set.query_ids, pipeline.transform(queries), eval_set.qrels, eval_set.doc_ids,
+                         pipeline.transform(corpus))
+    if codec is None:  # what Pipeline.evaluate computed before searchers
+        before = evaluate_vectors(compressed.query_vectors, compressed.doc_vectors, compressed, (10, 50))
+    else:
+        before = evaluate_codec(pipeline.codec, compressed, (10, 50))
+    assert evaluate_searcher(searcher, queries, eval_set, (10, 50)) == before
+    assert pipeline.evaluate(eval_set, (10, 50)) == before

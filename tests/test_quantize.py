@@ -11,12 +11,12 @@ import json
 import numpy as np
 import pytest
 
-from dive.data import make_splits
+from dive.data import EvalSet, make_splits
 from dive.errors import DiveError
-from dive.evaluate import evaluate_method
+from dive.evaluate import evaluate_method, evaluate_searcher, rankings_to_run, score_run
 from dive.quantize import CODECS, Codec, create_codec, evaluate_codec, load_codec, retrieve_codes
 from dive.quantize.base import blocked_search
-from dive.search import exact_search
+from dive.search import Searcher, exact_search
 
 FAST = {"float16": {}, "int8": {}, "binary": {"rescore": 20}, "pq": {"m": 8, "nbits": 5, "niter": 5},
         "lossless": {"level": 3}}
@@ -284,3 +284,68 @@ def test_retrieve_codes_checks_ids_and_drops_identical_ids(scifact_test):
     doc_ids[0] = "q0"  # a document whose id equals the query's is removed from its ranking
     run = retrieve_codes(codec, codes, embeddings.doc_vectors[:1], ["q0"], doc_ids, 10)
     assert "q0" not in run["q0"] and len(run["q0"]) == 10
+
+
+# ----- searchers: every codec's stored codes as a dive.search.Searcher ---------------------------
+
+def synthetic_eval_set(n_docs: int = 400, n_queries: int = 30, dim: int = 32) -> EvalSet:
+    """Query i lies near doc i and is relevant to it and to doc i + 1; doc 0 carries query 0's id."""
+    docs = unit_rows(n_docs, dim, seed=12)
+    queries = docs[:n_queries] + 0.3 * unit_rows(n_queries, dim, seed=13)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    doc_ids = ["q0"] + [f"d{i}" for i in range(1, n_docs)]
+    qrels = {f"q{i}": {doc_ids[i]: 1, doc_ids[i + 1]: 2} for i in range(n_queries)}
+    return EvalSet([f"q{i}" for i in range(n_queries)], queries, qrels, doc_ids, docs)
+
+
+@pytest.mark.parametrize("name", sorted(CODECS))
+def test_codec_searcher_is_a_searcher_that_ranks_like_codec_search(name):
+    eval_set = synthetic_eval_set()
+    codec = create_codec(name, **FAST[name]).fit(eval_set.doc_vectors)
+    codes = codec.encode(eval_set.doc_vectors)
+    searcher = codec.searcher(codes)
+    assert isinstance(searcher, Searcher) and len(searcher) == len(eval_set.doc_ids)
+    for got, want in zip(searcher.search(eval_set.query_vectors, 10), codec.search(eval_set.query_vectors, codes, 10)):
+        assert np.array_equal(got, want)
+    ks = (1, 10, 100)
+    scores, rows = codec.search(eval_set.query_vectors, codes, max(ks) + 1)  # the ranking scored before searchers
+    run = rankings_to_run(eval_set.query_ids, eval_set.doc_ids, scores, rows, max(ks))
+    by_hand = score_run(run, eval_set.qrels, ks)
+    assert evaluate_searcher(searcher, eval_set.query_vectors, eval_set, ks) == by_hand
+    assert evaluate_codec(codec, eval_set, ks, codes=codes) == by_hand
+    with pytest.raises(DiveError, match="fit"):
+        create_codec(name, **FAST[name]).searcher(codes)
+
+
+@pytest.mark.parametrize("name", ["float16", "int8", "pq", "binary"])
+def test_faiss_searcher_is_a_searcher_that_ranks_like_codec_search(name):
+    eval_set = synthetic_eval_set()
+    settings = {key: value for key, value in FAST[name].items() if key != "rescore"}  # no rescoring in faiss
+    codec = create_codec(name, **settings).fit(eval_set.doc_vectors)
+    codes = codec.encode(eval_set.doc_vectors)
+    searcher = codec.faiss_searcher(codec.faiss_index(codes))
+    assert isinstance(searcher, Searcher)
+    scores, rows = searcher.search(eval_set.query_vectors, 10)
+    expected_scores, expected_rows = codec.search(eval_set.query_vectors, codes, 10)
+    np.testing.assert_allclose(scores, expected_scores, rtol=1e-4, atol=1e-4)
+    assert (rows == expected_rows).mean() > 0.95  # only near-ties may swap
+
+
+def test_the_codec_base_class_points_to_load_codec(tmp_path):
+    create_codec("int8").fit(unit_rows(50, 8)).save(tmp_path / "codec")
+    with pytest.raises(DiveError, match="load_codec"):
+        Codec.load(tmp_path / "codec")
+    assert isinstance(load_codec(tmp_path / "codec"), CODECS["int8"])
+
+
+@pytest.mark.real_data
+@pytest.mark.parametrize("name", sorted(CODECS))
+def test_evaluate_searcher_equals_the_codec_ranking_scored_directly_on_real_embeddings(scifact_test, name):
+    embeddings, eval_set = scifact_test
+    settings = {"pq": {"m": 16}, "binary": {"rescore": 100}}.get(name, {})
+    codec = create_codec(name, **settings).fit(embeddings.doc_vectors)
+    codes = codec.encode(embeddings.doc_vectors)
+    scores, rows = codec.search(eval_set.query_vectors, codes, 11)
+    by_hand = score_run(rankings_to_run(eval_set.query_ids, eval_set.doc_ids, scores, rows, 10), eval_set.qrels)
+    assert evaluate_searcher(codec.searcher(codes), eval_set.query_vectors, eval_set) == by_hand
+    assert evaluate_codec(codec, eval_set, codes=codes) == by_hand

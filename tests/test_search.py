@@ -4,7 +4,7 @@ import faiss
 import numpy as np
 import pytest
 
-from dive.search import FlatSearch, exact_search
+from dive.search import FlatSearch, Searcher, TransformedSearch, exact_search
 from helpers import random_unit as unit_rows
 
 
@@ -50,3 +50,15 @@ def test_k_is_capped_at_the_corpus_size(n_queries):
     scores, rows = exact_search(unit_rows(n_queries, 8, seed=4), corpus, 10)
     assert rows.shape == (n_queries, 4)
     assert sorted(rows[0]) == [0, 1, 2, 3]
+
+
+def test_flat_search_and_a_transformed_search_are_searchers(corpus):
+    queries = unit_rows(5, 64, seed=5)
+    flat = FlatSearch.from_vectors(corpus)
+    halved = TransformedSearch(lambda vectors: vectors * 0.5, flat)
+    assert isinstance(flat, Searcher) and isinstance(halved, Searcher)
+    scores, rows = halved.search(queries, 10)
+    expected_scores, expected_rows = flat.search(queries * 0.5, 10)
+    np.testing.assert_array_equal(rows, expected_rows)
+    np.testing.assert_array_equal(scores, expected_scores)
+    assert scores.dtype == np.float32 and rows.dtype == np.int64

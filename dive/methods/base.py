@@ -7,6 +7,8 @@ input dim, SHA-256 of the weights) and ``weights.safetensors``: loading never ru
 
 from __future__ import annotations
 
+import hashlib
+import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,7 @@ from torch import nn
 from dive.config import from_dict, to_dict
 from dive.data.sets import TrainSet, check_vectors
 from dive.errors import DiveError
+from dive.evaluate import evaluate_method
 from dive.train import Batch, Checkpointing, Stage, TrainConfig, batch_slices, train_stages
 from dive.saved import read_saved, write_saved
 
@@ -257,9 +260,6 @@ class TorchAdapter(Method):
         """The :class:`~dive.train.Checkpointing` of this fit (``part`` names a sub-run, e.g. a stage)."""
         if self.checkpoint_dir is None:
             return None
-        import hashlib
-        import json
-
         settings = json.dumps({"method": self.name, "config": to_dict(self.config), "part": part}, sort_keys=True)
         fingerprint = hashlib.sha256(settings.encode() + train_set.fingerprint().encode()).hexdigest()
         return Checkpointing(self.checkpoint_dir / part if part else self.checkpoint_dir, self.resume, fingerprint)
@@ -305,8 +305,6 @@ class TorchAdapter(Method):
         self.module = self.build(train_set.dim)
         validate = None
         if train_set.validation is not None and self.train_config.early_stopping_patience > 0:
-            from dive.evaluate import evaluate_method
-
             validate = lambda: evaluate_method(self, train_set.validation)["ndcg@10"]  # noqa: E731
         self.history = train_stages(self.module, self.stages(train_set), lambda rng: self.epoch_batches(train_set, rng),
                                     self.train_config, validate, desc=f"train {self.name}",

@@ -5,6 +5,7 @@ One codec per module, all behind :class:`~dive.quantize.base.Codec`::
     codec = create_codec("int8").fit(corpus_vectors)
     codes = codec.encode(corpus_vectors)
     scores, rows = codec.search(query_vectors, codes, k=10)
+    searcher = codec.searcher(codes)  # the same search as a dive.search.Searcher
     codec.bytes_per_vector            # report it next to every metric
     codec.save("int8-codec"); load_codec("int8-codec")
 
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from dive.errors import DiveError
-from dive.quantize.base import Codec, evaluate_codec, retrieve_codes
+from dive.quantize.base import Codec, CodesSearch, FaissCodesSearch, evaluate_codec, read_codec_folder, retrieve_codes
 from dive.quantize.binary import Binary
 from dive.quantize.float16 import Float16
 from dive.quantize.int8 import Int8
@@ -41,8 +42,9 @@ def create_codec(name: str, **settings: Any) -> Codec:
 
 def load_codec(directory: str | Path) -> Codec:
     """Load any codec saved with ``codec.save(directory)`` (JSON + safetensors, checksum verified)."""
-    return Codec.load(directory)
+    record, state = read_codec_folder(directory)
+    return codec_class(record["codec"]).from_saved(directory, record, state)
 
 
-__all__ = ["CODECS", "Binary", "Codec", "Float16", "Int8", "Lossless", "PQ", "codec_class", "create_codec",
-           "evaluate_codec", "load_codec", "retrieve_codes"]
+__all__ = ["CODECS", "Binary", "Codec", "CodesSearch", "FaissCodesSearch", "Float16", "Int8", "Lossless", "PQ",
+           "codec_class", "create_codec", "evaluate_codec", "load_codec", "retrieve_codes"]

@@ -7,7 +7,8 @@ A codec compresses vectors that already exist (frozen or adapter outputs) withou
   ``lossless`` codec, whose codes are one entropy-coded byte blob for the whole matrix).
 * ``decode(codes) -> float32 vectors``: the reconstruction, where the codec has one.
 * ``search(query_vectors, codes, k) -> (scores, rows)``: rank the stored codes for float
-  queries, best first (higher score = better), each ``[n_queries, min(k, n_docs)]``.
+  queries, best first (higher score = better), each ``[n_queries, min(k, n_docs)]``;
+  ``searcher(codes)`` is the same search as a :class:`~dive.search.Searcher` over the codes.
 * ``bytes_per_vector``: storage per corpus vector, the number SPEC asks next to every metric.
 * ``save(dir)`` / ``load(dir)``: ``config.json`` (codec name, dive version, typed config, dim,
   SHA-256 of the state) + ``state.safetensors`` (numpy arrays). Loading never runs code (no pickle).
@@ -17,21 +18,18 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import faiss
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from dive.config import from_dict, to_dict
-from dive.data.sets import check_vectors
+from dive.data.sets import EvalSet, check_vectors
 from dive.errors import DiveError
+from dive.evaluate import DEFAULT_KS, Run, evaluate_searcher, search_run
 from dive.search import exact_search
 from dive.saved import CONFIG_FILE, read_saved, write_saved
-
-if TYPE_CHECKING:
-    from dive.data.sets import EvalSet
-    from dive.evaluate import Run
 
 FORMAT = "dive-codec/1"
 STATE_FILE = "state.safetensors"
@@ -112,6 +110,11 @@ class Codec(ABC):
         scores, rows = self._search(queries, codes, min(int(k), n_docs))
         return np.ascontiguousarray(scores, dtype=np.float32), np.ascontiguousarray(rows, dtype=np.int64)
 
+    def searcher(self, codes: np.ndarray) -> "CodesSearch":
+        """A :class:`~dive.search.Searcher` over stored ``codes``: :meth:`search` with the codes bound."""
+        self._require_fitted("search")
+        return CodesSearch(self, self._check_codes(codes))
+
     @property
     def bytes_per_vector(self) -> float:
         """Bytes stored per corpus vector: for fixed-size codes, the code row's size in bytes."""
@@ -164,6 +167,10 @@ class Codec(ABC):
         """:meth:`faiss_index`'s search output as scores, higher = better (as :meth:`search` returns)."""
         return raw_scores
 
+    def faiss_searcher(self, index: Any) -> "FaissCodesSearch":
+        """:meth:`faiss_index`'s ``index`` as a :class:`~dive.search.Searcher` taking float queries."""
+        return FaissCodesSearch(self, index)
+
     def state(self) -> dict[str, np.ndarray]:
         """Fitted arrays to save (empty for stateless codecs)."""
         return {}
@@ -210,17 +217,18 @@ class Codec(ABC):
 
     @classmethod
     def load(cls, directory: str | Path) -> "Codec":
-        """Load a codec saved with :meth:`save`; on ``Codec`` itself, any registered codec."""
-        record, state = read_codec_folder(directory)
+        """Load a codec of this class saved with :meth:`save` (any codec: :func:`dive.quantize.load_codec`)."""
         if cls is Codec:
-            from dive.quantize import codec_class
+            raise DiveError("Codec.load needs a codec class; dive.quantize.load_codec loads any codec")
+        record, state = read_codec_folder(directory)
+        return cls.from_saved(directory, record, state)
 
-            target = codec_class(record["codec"])
-        elif record["codec"] != cls.name:
+    @classmethod
+    def from_saved(cls, directory: str | Path, record: dict[str, Any], state: dict[str, np.ndarray]) -> "Codec":
+        """The codec held by a verified saved folder (``record`` and ``state`` from :func:`read_codec_folder`)."""
+        if record["codec"] != cls.name:
             raise DiveError(f"{directory}: holds a {record['codec']!r} codec, not {cls.name!r}")
-        else:
-            target = cls
-        codec = target(from_dict(target.Config, record["config"]))
+        codec = cls(from_dict(cls.Config, record["config"]))
         dim = record.get("dim")
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
             raise DiveError(f"{directory}: {CONFIG_FILE} has an invalid dim {dim!r}")
@@ -267,28 +275,56 @@ def blocked_search(queries: np.ndarray, n_docs: int, decode_block: Callable[[int
     return heap.D, heap.I
 
 
+class CodesSearch:
+    """A codec's stored codes as a :class:`~dive.search.Searcher`: float queries in the codec's
+    input space, ranked by :meth:`Codec.search` (made by :meth:`Codec.searcher`)."""
+
+    def __init__(self, codec: Codec, codes: np.ndarray) -> None:
+        self.codec = codec
+        self.codes = codes
+
+    def __len__(self) -> int:
+        return self.codec.n_codes(self.codes)
+
+    def search(self, query_vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.codec.search(query_vectors, self.codes, k)
+
+
+class FaissCodesSearch:
+    """A faiss index of codes (:meth:`Codec.faiss_index`) as a :class:`~dive.search.Searcher`: float
+    queries go in through :meth:`Codec.faiss_queries`, scores come out through :meth:`Codec.faiss_scores`."""
+
+    def __init__(self, codec: Codec, index: Any) -> None:
+        self.codec = codec
+        self.index = index
+
+    def search(self, query_vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        raw_scores, rows = self.index.search(self.codec.faiss_queries(query_vectors), min(k, self.index.ntotal))
+        return self.codec.faiss_scores(raw_scores), rows
+
+
+def searcher_of_documents(codec: Codec, codes: np.ndarray, doc_ids: list[str]) -> CodesSearch:
+    """``codec.searcher(codes)``, checked to hold one stored vector per document id."""
+    searcher = codec.searcher(codes)
+    if len(searcher) != len(doc_ids):
+        raise DiveError(f"{codec.name}: {len(searcher)} stored vectors but {len(doc_ids)} document ids")
+    return searcher
+
+
 def retrieve_codes(codec: Codec, codes: np.ndarray, query_vectors: np.ndarray, query_ids: list[str],
-                   doc_ids: list[str], depth: int) -> "Run":
+                   doc_ids: list[str], depth: int) -> Run:
     """Like :func:`dive.evaluate.retrieve`, ranking ``codes`` with ``codec.search`` (identical ids removed)."""
-    codec._require_fitted("search")
-    if codec.n_codes(codec._check_codes(codes)) != len(doc_ids):
-        raise DiveError(f"{codec.name}: {codec.n_codes(codes)} stored vectors but {len(doc_ids)} document ids")
-    from dive.evaluate import rankings_to_run
-
-    scores, rows = codec.search(query_vectors, codes, depth + 1)
-    return rankings_to_run(query_ids, doc_ids, scores, rows, depth)
+    return search_run(searcher_of_documents(codec, codes, doc_ids), query_vectors, query_ids, doc_ids, depth)
 
 
-def evaluate_codec(codec: Codec, eval_set: "EvalSet", ks: Sequence[int] | None = None,
+def evaluate_codec(codec: Codec, eval_set: EvalSet, ks: Sequence[int] | None = None,
                    codes: np.ndarray | None = None) -> dict[str, float]:
     """nDCG@k / Recall@k of a fitted codec on ``eval_set`` (documents encoded unless ``codes`` given).
 
     Queries stay float (asymmetric search); report ``codec.bytes_per_vector`` beside the result.
     """
-    from dive.evaluate import DEFAULT_KS, score_run
-
     ks = tuple(ks) if ks is not None else DEFAULT_KS
     if codes is None:
         codes = codec.encode(eval_set.doc_vectors)
-    run = retrieve_codes(codec, codes, eval_set.query_vectors, eval_set.query_ids, eval_set.doc_ids, max(ks))
-    return score_run(run, eval_set.qrels, ks)
+    searcher = searcher_of_documents(codec, codes, eval_set.doc_ids)
+    return evaluate_searcher(searcher, eval_set.query_vectors, eval_set, ks)

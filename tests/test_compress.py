@@ -14,13 +14,22 @@ from dive.errors import DiveError
 from helpers import random_unit
 from test_pipeline import fitted_pipeline
 
+def assert_same_storage(streamed: np.ndarray, in_memory: np.ndarray) -> None:
+    """Codes must match exactly; float32 output within float rounding: BLAS may pick another kernel
+    for a 33-row chunk than for 200 rows, which moves the last bit on some CPUs."""
+    if np.issubdtype(in_memory.dtype, np.floating):
+        np.testing.assert_allclose(streamed, in_memory, rtol=0, atol=1e-6)
+    else:
+        np.testing.assert_array_equal(streamed, in_memory)
+
+
 @pytest.mark.parametrize("codec", [None, "int8", "binary"])
 def test_compress_streams_chunks_equal_to_the_in_memory_result(tmp_path, codec):
     pipeline, corpus = fitted_pipeline(codec)
     np.save(tmp_path / "in.npy", corpus)
     summary = compress_file(pipeline, tmp_path / "in.npy", tmp_path / "out.npy", chunk_rows=33, progress=False)
     assert summary["n_vectors"] == 200
-    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), pipeline.encode(corpus))
+    assert_same_storage(np.load(tmp_path / "out.npy"), pipeline.encode(corpus))
 
 
 def test_compress_failing_midway_leaves_no_output(tmp_path, monkeypatch):
@@ -81,7 +90,7 @@ def test_parquet_in_parquet_out_keeps_ids_and_equals_in_memory(tmp_path, codec):
     table = pq.read_table(tmp_path / "out.parquet")
     assert table.column("id").to_pylist() == [f"doc{i}" for i in range(200)]
     stored = np.stack(table.column("embedding").to_numpy(zero_copy_only=False))
-    np.testing.assert_array_equal(stored, pipeline.encode(corpus))
+    assert_same_storage(stored, pipeline.encode(corpus))
 
 
 def test_parquet_to_npy_and_a_named_column(tmp_path):

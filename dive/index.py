@@ -27,6 +27,8 @@ from dive.search import FlatSearch
 from dive.utils import atomic_path, sha256_file, write_json
 
 FORMAT = "dive-index/1"
+DEFAULT_TOP_K = 10
+"""Documents returned per query when no ``k`` (``dive search --top``) is given."""
 
 
 def manifest_path(index_path: Path) -> Path:
@@ -52,7 +54,7 @@ class SearchIndex:
         raw_scores, rows = self.index.search(codec.faiss_queries(compressed), min(k, len(self.doc_ids)))
         return codec.faiss_scores(raw_scores), rows
 
-    def search(self, texts: list[str], k: int = 10) -> list[list[dict[str, Any]]]:
+    def search(self, texts: list[str], k: int = DEFAULT_TOP_K) -> list[list[dict[str, Any]]]:
         """Top-``k`` ``{"doc_id", "score"}`` per query text (encoded with the index's model)."""
         from dive.encode import EncodeConfig, encode_texts
 

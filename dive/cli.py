@@ -11,10 +11,28 @@ import json
 import logging
 import signal
 import sys
+from dataclasses import replace
+from pathlib import Path
 from typing import Any, Sequence
 
 from dive import __version__
+from dive.compress import DEFAULT_CHUNK_ROWS, compress_file, compress_with_ray
+from dive.config import field_default, parse_assignments, read_config_file
+from dive.data import MiningConfig, SplitConfig
+from dive.data.splits import PROTOCOLS
+from dive.encode import EncodeConfig, model_path, save_embeddings
 from dive.errors import DiveError
+from dive.evaluate import DEFAULT_KS
+from dive.experiments import (PRESETS, ExperimentSpec, GridSpec, load_data, merge_results, reproduce,
+                              run_experiment, train_and_save, write_report)
+from dive.experiments.report import format_result
+from dive.experiments.tune import DEFAULT_TRIALS, default_tuned_path, tune_dive
+from dive.export import export_onnx, export_sentence_transformers
+from dive.index import DEFAULT_TOP_K, build_index, load_index
+from dive.methods import REGISTRY, method_class
+from dive.pipeline import Pipeline
+from dive.quantize import CODECS
+from dive.train import TrainConfig
 
 DESCRIPTION = """dive compresses frozen retrieval embeddings (any model) to 64-512 dims with a small
 trained adapter and measures, with real retrieval metrics, what search quality was kept."""
@@ -45,33 +63,37 @@ def _data_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--model", help="local sentence-transformers folder (default: the packaged all-MiniLM-L6-v2)")
     group.add_argument("--vectors", help="folder of precomputed vectors (corpus.npy, corpus_ids.txt, queries.npy, "
                                          "query_ids.txt, as `dive embed` writes) instead of encoding text")
-    group.add_argument("--encode-batch-size", type=int, default=64, help="texts per encoder batch (default 64)")
+    group.add_argument("--encode-batch-size", type=int, default=EncodeConfig.batch_size,
+                       help=f"texts per encoder batch (default {EncodeConfig.batch_size})")
     group.add_argument("--no-cache", action="store_true", help="re-encode instead of using the embedding cache")
-    group.add_argument("--device", default="cpu", help="cpu or cuda (encoding and training; default cpu)")
+    group.add_argument("--device", default=EncodeConfig.device,
+                       help=f"cpu or cuda (encoding and training; default {EncodeConfig.device})")
 
 
 def _ray_arguments(parser: argparse.ArgumentParser, copies: str) -> None:
     group = parser.add_argument_group("engine")
-    group.add_argument("--engine", choices=["local", "ray"], default="local",
-                       help="local (default): this process; ray: Ray Data map_batches")
+    group.add_argument("--engine", choices=["local", "ray"], default=EncodeConfig.engine,
+                       help=f"local: this process; ray: Ray Data map_batches (default {EncodeConfig.engine})")
     group.add_argument("--ray-address", help="Ray cluster, e.g. auto or ray://head:10001 (default: a local instance)")
-    group.add_argument("--workers", type=int, default=1,
-                       help=f"Ray workers ({copies}); keep below the cluster's CPUs (default 1)")
+    group.add_argument("--workers", type=int, default=EncodeConfig.ray_workers,
+                       help=f"Ray workers ({copies}); keep below the cluster's CPUs "
+                            f"(default {EncodeConfig.ray_workers})")
 
 
 def _protocol_arguments(parser: argparse.ArgumentParser) -> None:
-    from dive.data.splits import PROTOCOLS
-    from dive.quantize import CODECS
-
     group = parser.add_argument_group("protocol and evaluation")
-    group.add_argument("--protocol", choices=PROTOCOLS, default="heldout",
+    group.add_argument("--protocol", choices=PROTOCOLS, default=ExperimentSpec.protocol,
                        help="heldout (default): test queries never seen in training; paper: the DIVE paper's "
                             "transductive protocol (trains on all qrels, test queries included)")
-    group.add_argument("--seed", type=int, default=0, help="seed for initialisation and negative sampling (default 0)")
-    group.add_argument("--k", type=int, action="append", help="extra cutoffs for nDCG@k/Recall@k (10 is always reported)")
-    group.add_argument("--folds", type=int, default=5, help="folds for test-only datasets (default 5)")
-    group.add_argument("--validation-fraction", type=float, default=0.1,
-                       help="share of train queries held out for validation/early stopping (default 0.1)")
+    group.add_argument("--seed", type=int, default=ExperimentSpec.seed,
+                       help=f"seed for initialisation and negative sampling (default {ExperimentSpec.seed})")
+    group.add_argument("--k", type=int, action="append",
+                       help=f"extra cutoffs for nDCG@k/Recall@k ({', '.join(map(str, DEFAULT_KS))} is always reported)")
+    group.add_argument("--folds", type=int, default=SplitConfig.n_folds,
+                       help=f"folds for test-only datasets (default {SplitConfig.n_folds})")
+    group.add_argument("--validation-fraction", type=float, default=SplitConfig.validation_fraction,
+                       help=f"share of train queries held out for validation/early stopping "
+                            f"(default {SplitConfig.validation_fraction})")
     group.add_argument("--codec", choices=list(CODECS),
                        help="post-hoc codec after the method (default: none, float32); bytes_per_vector is reported")
     group.add_argument("--rescore", type=int, help="binary codec: re-rank the top N Hamming candidates")
@@ -83,25 +105,30 @@ def _protocol_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _training_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("training (defaults: the paper's; see `dive methods`)")
-    group.add_argument("--method", default="dive", help="compression method (see `dive methods`; default dive)")
-    group.add_argument("--dim", type=int, default=128, help="target dimension (default 128)")
-    group.add_argument("--epochs", type=int, help="training epochs (paper: 50)")
-    group.add_argument("--batch-size", type=int, help="triplets per batch (paper: 128)")
-    group.add_argument("--lr", type=float, help="AdamW learning rate (paper: 2e-4)")
-    group.add_argument("--weight-decay", type=float, help="AdamW weight decay (torch default 0.01)")
+    group.add_argument("--method", default=ExperimentSpec.method,
+                       help=f"compression method (see `dive methods`; default {ExperimentSpec.method})")
+    group.add_argument("--dim", type=int, default=ExperimentSpec.dim,
+                       help=f"target dimension (default {ExperimentSpec.dim})")
+    group.add_argument("--epochs", type=int, help=f"training epochs (paper: {TrainConfig.epochs})")
+    group.add_argument("--batch-size", type=int, help=f"triplets per batch (paper: {TrainConfig.batch_size})")
+    group.add_argument("--lr", type=float, help=f"AdamW learning rate (paper: {TrainConfig.lr:g})")
+    group.add_argument("--weight-decay", type=float,
+                       help=f"AdamW weight decay (torch default {TrainConfig.weight_decay})")
     group.add_argument("--early-stopping", type=int, metavar="PATIENCE",
                        help="stop after PATIENCE epochs without a better validation nDCG@10 (default: off)")
     group.add_argument("--margin", type=float, help="DIVE hinge margin m (Table 8 per dataset)")
     group.add_argument("--lambda", dest="lambda_contrast", type=float, help="DIVE contrastive weight lambda")
     group.add_argument("--temperature", type=float, help="DIVE NT-Xent temperature tau")
     group.add_argument("--heads", type=int, help="DIVE number of heads H")
-    group.add_argument("--hidden", type=int, help="adapter hidden width (paper: 2048)")
+    group.add_argument("--hidden", type=int, help=f"adapter hidden width (paper: {REGISTRY['dive'].Config.hidden})")
     group.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                        help="any other method setting, e.g. --set alpha=0.2 (VALUE parsed as JSON when possible)")
     group.add_argument("--config", help="JSON file of method settings (as `dive tune` writes); flags override it")
-    group.add_argument("--negatives", choices=["hard", "random"], default="hard",
-                       help="negative sampling: hard = frozen top-50 non-relevant (default), random = corpus")
-    group.add_argument("--negatives-per-positive", type=int, default=4, help="triplets per relevant pair (default 4)")
+    group.add_argument("--negatives", choices=["hard", "random"], default=MiningConfig.negatives,
+                       help=f"negative sampling: hard = frozen top-{MiningConfig.hard_top_k} non-relevant, "
+                            f"random = corpus (default {MiningConfig.negatives})")
+    group.add_argument("--negatives-per-positive", type=int, default=MiningConfig.negatives_per_positive,
+                       help=f"triplets per relevant pair (default {MiningConfig.negatives_per_positive})")
     group.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -113,6 +140,16 @@ def _checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--checkpoint-dir", help="where torch adapters save their state after every epoch "
                                                 "(default OUT/checkpoints; removed once the run completes)")
     group.add_argument("--no-checkpoint", action="store_true", help="do not write per-epoch checkpoints")
+
+
+def _presets_help() -> str:
+    """``name: datasets, dims, seeds, protocols, epochs`` of each preset, read from PRESETS."""
+    def describe(settings: dict[str, Any]) -> str:
+        epochs = settings.get("epochs", TrainConfig.epochs)
+        return (f"{'+'.join(settings['datasets'])}, all methods, {'/'.join(map(str, settings['dims']))} dims, "
+                f"{len(settings['seeds'])} seed(s), {'+'.join(settings['protocols'])}, {epochs} epochs")
+
+    return "; ".join(f"{name}: {describe(settings)}" for name, settings in PRESETS.items())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -144,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     _data_arguments(evaluate)
     _protocol_arguments(evaluate)
     evaluate.add_argument("--method", default="frozen", help="training-free method (default frozen)")
-    evaluate.add_argument("--dim", type=int, default=128, help="target dimension for truncate (default 128)")
+    evaluate.add_argument("--dim", type=int, default=ExperimentSpec.dim,
+                          help=f"target dimension for truncate (default {ExperimentSpec.dim})")
     evaluate.add_argument("--load", help="folder of a saved pipeline or method (from `dive train --out`) to evaluate; "
                                          "--codec replaces its codec")
 
@@ -154,21 +192,26 @@ def build_parser() -> argparse.ArgumentParser:
                     "it finishes (a rerun skips finished cells), then write DIR/report.md and PNG figures.",
         epilog="example: dive reproduce --datasets scifact,cranfield --methods all --dims 128,256,512 --seeds 3 "
                "--protocols heldout,paper --out runs/paper")
-    reproduce.add_argument("--preset", choices=["quick", "paper"],
-                           help="quick: scifact, all methods, 128 dims, 1 seed, both protocols, 25 epochs (make demo); "
-                                "paper: scifact+cranfield, 128/256/512, 3 seeds, 50 epochs; explicit flags override it")
-    reproduce.add_argument("--datasets", help="comma-separated dataset names or folders")
+    reproduce.add_argument("--preset", choices=list(PRESETS),
+                           help=f"{_presets_help()}; explicit flags override it (quick is what make demo runs)")
+    reproduce.add_argument("--datasets", help=f"comma-separated dataset names or folders "
+                                              f"(default {','.join(field_default(GridSpec, 'datasets'))})")
     reproduce.add_argument("--methods", help="comma-separated methods, or 'all' (default all)")
-    reproduce.add_argument("--dims", help="comma-separated target dims (default 128)")
-    reproduce.add_argument("--seeds", type=int, help="number of seeds, 0..N-1 (default 1)")
-    reproduce.add_argument("--protocols", help="comma-separated: heldout,paper (default both)")
-    reproduce.add_argument("--epochs", type=int, help="override every adapter's epochs (paper: 50)")
+    reproduce.add_argument("--dims", help=f"comma-separated target dims "
+                                          f"(default {','.join(map(str, field_default(GridSpec, 'dims')))})")
+    reproduce.add_argument("--seeds", type=int,
+                           help=f"number of seeds, 0..N-1 (default {len(field_default(GridSpec, 'seeds'))})")
+    reproduce.add_argument("--protocols", help=f"comma-separated: heldout,paper "
+                                               f"(default {','.join(field_default(GridSpec, 'protocols'))})")
+    reproduce.add_argument("--epochs", type=int, help=f"override every adapter's epochs (paper: {TrainConfig.epochs})")
     reproduce.add_argument("--codecs", help="comma-separated storage after each method: none, float16, int8, binary, "
                                             "pq, lossless, with settings as name:key=value+key=value "
-                                            "(e.g. none,int8,binary:rescore=100,pq:m=16); default none")
+                                            f"(e.g. none,int8,binary:rescore=100,pq:m=16); "
+                                            f"default {','.join(field_default(GridSpec, 'codecs'))}")
     reproduce.add_argument("--out", required=True, help="folder for results.jsonl, report.md and figures")
-    reproduce.add_argument("--tune", type=int, default=0, metavar="TRIALS",
-                           help="tune DIVE per dataset on the validation slice with TRIALS trials first (default off)")
+    reproduce.add_argument("--tune", type=int, default=GridSpec.tune_trials, metavar="TRIALS",
+                           help=f"tune DIVE per dataset on the validation slice with TRIALS trials first "
+                                f"(default {GridSpec.tune_trials}: off)")
     reproduce.add_argument("--report-only", action="store_true", help="rebuild report.md and figures, run nothing")
     reproduce.add_argument("--merge-from", action="append", default=[], metavar="RESULTS_JSONL",
                            help="first add the cells of another results.jsonl to DIR (a grid split by --methods "
@@ -179,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--vectors", action="append", default=[], metavar="DATASET=FOLDER",
                            help="precomputed vectors for a dataset (as `dive embed` writes) instead of encoding; "
                                 "repeat per dataset")
-    reproduce.add_argument("--device", default="cpu", help="cpu or cuda")
+    reproduce.add_argument("--device", default=EncodeConfig.device, help=f"cpu or cuda (default {EncodeConfig.device})")
     reproduce.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     tune = commands.add_parser(
@@ -190,7 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     _data_arguments(tune)
     _protocol_arguments(tune)
     _training_arguments(tune)
-    tune.add_argument("--trials", type=int, default=10, help="number of settings tried (default 10)")
+    tune.add_argument("--trials", type=int, default=DEFAULT_TRIALS,
+                      help=f"number of settings tried (default {DEFAULT_TRIALS})")
 
     compress = commands.add_parser(
         "compress", help="apply a saved pipeline to a .npy or Parquet file of vectors, streaming in chunks",
@@ -208,7 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "(with --engine ray: a new Parquet folder or URI)")
     compress.add_argument("--column", help="Parquet vector column (default: the first of embedding, embeddings, "
                                            "vector, vectors)")
-    compress.add_argument("--chunk-rows", type=int, default=65536, help="rows per chunk or Ray batch (default 65536)")
+    compress.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS,
+                          help=f"rows per chunk or Ray batch (default {DEFAULT_CHUNK_ROWS})")
     _ray_arguments(compress, "pipeline copies")
     compress.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -242,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
                                              "index's pipeline and print the top --top documents.")
     search.add_argument("--index", required=True, help="index file written by `dive index`")
     search.add_argument("--query", action="append", required=True, help="query text (repeat for several)")
-    search.add_argument("--top", type=int, default=10, help="documents per query (default 10)")
+    search.add_argument("--top", type=int, default=DEFAULT_TOP_K, help=f"documents per query (default {DEFAULT_TOP_K})")
     search.add_argument("--json", action="store_true", help="print one JSON object")
 
     commands.add_parser("methods", help="list the compression methods with a summary and their paper")
@@ -250,8 +295,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _codec_settings(args: argparse.Namespace) -> dict[str, Any]:
-    from dive.config import parse_assignments
-
     settings = parse_assignments(args.codec_set, "--codec-set")
     if args.rescore is not None:
         if args.codec != "binary":
@@ -263,8 +306,6 @@ def _codec_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    from dive.config import parse_assignments, read_config_file
-
     overrides: dict[str, Any] = read_config_file(args.config) if args.config else {}
     overrides.pop("dim", None)
     train = dict(overrides.pop("train", {}))
@@ -272,7 +313,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
                       ("weight_decay", "weight_decay"), ("early_stopping", "early_stopping_patience")):
         if getattr(args, flag) is not None:
             train[key] = getattr(args, flag)
-    if args.device != "cpu":
+    if args.device != TrainConfig.device:
         train["device"] = args.device
     if args.no_progress:
         train["progress"] = False
@@ -285,27 +326,23 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
-def _encode_config(args: argparse.Namespace):
-    from dive.encode import EncodeConfig
-
+def _encode_config(args: argparse.Namespace) -> EncodeConfig:
     return EncodeConfig(model=args.model, batch_size=getattr(args, "encode_batch_size", EncodeConfig.batch_size),
                         device=args.device, use_cache=not getattr(args, "no_cache", False),
-                        engine=getattr(args, "engine", "local"),
-                        ray_address=getattr(args, "ray_address", None), ray_workers=getattr(args, "workers", 1),
+                        engine=getattr(args, "engine", EncodeConfig.engine),
+                        ray_address=getattr(args, "ray_address", None),
+                        ray_workers=getattr(args, "workers", EncodeConfig.ray_workers),
                         progress=not getattr(args, "no_progress", False))
 
 
-def _spec(args: argparse.Namespace, method: str, overrides: dict[str, Any] | None = None):
-    from dive.data import MiningConfig, SplitConfig
-    from dive.evaluate import DEFAULT_KS
-    from dive.experiments import ExperimentSpec
-
+def _spec(args: argparse.Namespace, method: str, overrides: dict[str, Any] | None = None) -> ExperimentSpec:
     return ExperimentSpec(
         dataset=args.dataset, method=method, dim=args.dim, protocol=args.protocol, seed=args.seed,
         ks=tuple(sorted(set(DEFAULT_KS) | set(args.k or []))),
         overrides=overrides or {},
-        mining=MiningConfig(negatives=getattr(args, "negatives", "hard"),
-                            negatives_per_positive=getattr(args, "negatives_per_positive", 4)),
+        mining=MiningConfig(negatives=getattr(args, "negatives", MiningConfig.negatives),
+                            negatives_per_positive=getattr(args, "negatives_per_positive",
+                                                           MiningConfig.negatives_per_positive)),
         split=SplitConfig(n_folds=args.folds, validation_fraction=args.validation_fraction),
         encode=_encode_config(args), data_dir=args.data_dir, vectors=args.vectors, out=args.out,
         codec=args.codec, codec_settings=_codec_settings(args),
@@ -316,15 +353,10 @@ def _print_result(record: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print(json.dumps(record))
         return
-    from dive.experiments.report import format_result
-
     print(format_result(record))
 
 
 def cmd_embed(args: argparse.Namespace) -> None:
-    from dive.encode import save_embeddings
-    from dive.experiments import ExperimentSpec, load_data
-
     spec = ExperimentSpec(dataset=args.dataset, data_dir=args.data_dir, vectors=args.vectors,
                           encode=_encode_config(args))
     _, embeddings = load_data(spec)
@@ -334,30 +366,11 @@ def cmd_embed(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from dive.experiments import run_experiment
-
-    import shutil
-    from dataclasses import replace
-    from pathlib import Path
-
-    if args.out is None:
-        args.out = f"runs/{args.dataset.rstrip('/').split('/')[-1]}-{args.method}-{args.dim}-{args.protocol}-seed{args.seed}"
-    checkpoint_dir = None if args.no_checkpoint else Path(args.checkpoint_dir or Path(args.out) / "checkpoints")
-    if args.resume and (checkpoint_dir is None or not checkpoint_dir.is_dir()):
-        raise DiveError(f"--resume: no checkpoints in {checkpoint_dir} (was the run started with them?)")
-    spec = replace(_spec(args, args.method, _overrides(args)), resume=args.resume,
-                   checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None)
-    record = run_experiment(spec)
-    if checkpoint_dir is not None:
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the run is complete and saved
-    _print_result(record, args.json)
+    spec = replace(_spec(args, args.method, _overrides(args)), resume=args.resume, checkpoint_dir=args.checkpoint_dir)
+    _print_result(train_and_save(spec, checkpoints=not args.no_checkpoint), args.json)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from dive.experiments import run_experiment
-    from dive.methods import method_class
-    from dive.pipeline import Pipeline
-
     fitted = Pipeline.load(args.load) if args.load else None
     method = fitted.method.name if fitted else args.method
     if fitted is None and method_class(method).supervised:
@@ -366,13 +379,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_tune(args: argparse.Namespace) -> None:
-    from dive.experiments import load_data
-    from dive.experiments.tune import tune_dive
-
     if args.method != "dive":
         raise DiveError("dive tune searches DIVE's settings only (--method dive)")
     spec = _spec(args, "dive", _overrides(args))
-    out = args.out or f"runs/tuned-{args.dataset.rstrip('/').split('/')[-1]}-{args.dim}.json"
+    out = args.out or default_tuned_path(spec)
     settings = tune_dive(spec, load_data(spec), args.trials, out=out)
     print(json.dumps(settings) if args.json else f"best settings {settings} written to {out}")
 
@@ -381,57 +391,44 @@ def _csv(text: str | None) -> list[str] | None:
     return [part.strip() for part in text.split(",") if part.strip()] if text else None
 
 
+def _ints(text: str | None, flag: str) -> list[int] | None:
+    try:
+        return [int(part) for part in _csv(text)] if text else None
+    except ValueError:
+        raise DiveError(f"{flag} expects comma-separated integers, got {text!r}") from None
+
+
+def _vectors_by_dataset(assignments: list[str]) -> dict[str, str]:
+    vectors = {}
+    for assignment in assignments:
+        dataset, separator, folder = assignment.partition("=")
+        if not separator or not dataset or not folder:
+            raise DiveError(f"--vectors expects DATASET=FOLDER, got {assignment!r}")
+        vectors[dataset] = folder
+    return vectors
+
+
 def cmd_reproduce(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
-    from dive.experiments import PRESETS, GridSpec, merge_results, reproduce, write_report
-    from dive.methods import REGISTRY
-
     if args.merge_from:
         added = merge_results(Path(args.out), [Path(source) for source in args.merge_from])
         print(f"added {added} cells to {Path(args.out) / 'results.jsonl'}")
     if args.report_only:
         print(write_report(Path(args.out)))
         return
-    settings = dict(PRESETS[args.preset]) if args.preset else {}
-    if args.datasets:
-        settings["datasets"] = _csv(args.datasets)
     methods = _csv(args.methods)
-    if methods and methods != ["all"]:
-        settings["methods"] = methods
-    if args.dims:
-        try:
-            settings["dims"] = [int(dim) for dim in _csv(args.dims)]
-        except ValueError:
-            raise DiveError(f"--dims expects comma-separated integers, got {args.dims!r}") from None
-    if args.seeds is not None:
-        settings["seeds"] = list(range(args.seeds))
-    if args.protocols:
-        settings["protocols"] = _csv(args.protocols)
-    if args.codecs:
-        settings["codecs"] = _csv(args.codecs)
-    if args.epochs is not None:
-        settings["epochs"] = args.epochs
     train = {key: value for key, value in (("progress", False if args.no_progress else None),
-                                           ("device", args.device if args.device != "cpu" else None))
+                                           ("device", args.device if args.device != TrainConfig.device else None))
              if value is not None}
-    overrides = {name: {"train": train} for name, cls in REGISTRY.items()
-                 if train and "train" in cls.Config.__dataclass_fields__}
-    vectors = {}
-    for assignment in args.vectors:
-        dataset, separator, folder = assignment.partition("=")
-        if not separator or not dataset or not folder:
-            raise DiveError(f"--vectors expects DATASET=FOLDER, got {assignment!r}")
-        vectors[dataset] = folder
-    spec = GridSpec(out=Path(args.out), overrides=overrides, data_dir=args.data_dir, tune_trials=args.tune,
-                    encode=_encode_config(args), vectors=vectors, **settings)
+    spec = GridSpec.from_preset(
+        args.out, args.preset, train=train, datasets=_csv(args.datasets),
+        methods=methods if methods and methods != ["all"] else None, dims=_ints(args.dims, "--dims"),
+        seeds=list(range(args.seeds)) if args.seeds is not None else None, protocols=_csv(args.protocols),
+        codecs=_csv(args.codecs), epochs=args.epochs, data_dir=args.data_dir, tune_trials=args.tune,
+        encode=_encode_config(args), vectors=_vectors_by_dataset(args.vectors))
     print(reproduce(spec))
 
 
 def cmd_compress(args: argparse.Namespace) -> None:
-    from dive.compress import compress_file, compress_with_ray
-    from dive.pipeline import Pipeline
-
     if args.chunk_rows < 1 or args.workers < 1:
         raise DiveError("--chunk-rows and --workers must be at least 1")
     if args.engine == "ray":
@@ -444,10 +441,6 @@ def cmd_compress(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from dive.encode import model_path
-    from dive.export import export_onnx, export_sentence_transformers
-    from dive.pipeline import Pipeline
-
     pipeline = Pipeline.load(args.pipeline)
     if args.format == "onnx":
         print(json.dumps(export_onnx(pipeline, args.out)))
@@ -457,10 +450,6 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_index(args: argparse.Namespace) -> None:
-    from dive.experiments import ExperimentSpec, load_data
-    from dive.index import build_index
-    from dive.pipeline import Pipeline
-
     pipeline = Pipeline.load(args.pipeline)
     spec = ExperimentSpec(dataset=args.dataset, data_dir=args.data_dir, vectors=args.vectors,
                           encode=_encode_config(args))
@@ -471,8 +460,6 @@ def cmd_index(args: argparse.Namespace) -> None:
 
 
 def cmd_search(args: argparse.Namespace) -> None:
-    from dive.index import load_index
-
     if args.top < 1:
         raise DiveError("--top must be at least 1")
     results = load_index(args.index).search(args.query, args.top)
@@ -494,8 +481,6 @@ def _method_tags(cls: type) -> str:
 
 
 def cmd_methods(args: argparse.Namespace) -> None:
-    from dive.methods import REGISTRY
-
     width = max(len(name) for name in REGISTRY)
     for name, cls in REGISTRY.items():
         print(f"{name:<{width}}  [{_method_tags(cls)}] {cls.summary}\n"

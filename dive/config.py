@@ -17,6 +17,14 @@ def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+def field_default(cls: type, name: str) -> Any:
+    """The default of dataclass ``cls``'s field ``name`` (calling its factory), e.g. for help texts."""
+    field = cls.__dataclass_fields__[name]
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return field.default
+
+
 def from_dict(cls: type[T], data: dict[str, Any], base: T | None = None) -> T:
     """Build dataclass ``cls`` from ``data`` (nested dataclasses too), on top of ``base``."""
     if not isinstance(data, dict):

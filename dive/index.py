@@ -29,6 +29,8 @@ from dive.search import FlatSearch, Searcher, TransformedSearch
 from dive.utils import atomic_path, sha256_file, write_json
 
 FORMAT = "dive-index/1"
+DEFAULT_TOP_K = 10
+"""Documents returned per query when no ``k`` (``dive search --top``) is given."""
 
 
 def manifest_path(index_path: Path) -> Path:
@@ -50,7 +52,7 @@ class SearchIndex:
         """``(scores, rows)`` of the top ``k`` documents for frozen query vectors."""
         return self.searcher.search(query_vectors, min(k, len(self.doc_ids)))
 
-    def search(self, texts: list[str], k: int = 10) -> list[list[dict[str, Any]]]:
+    def search(self, texts: list[str], k: int = DEFAULT_TOP_K) -> list[list[dict[str, Any]]]:
         """Top-``k`` ``{"doc_id", "score"}`` per query text (encoded with the index's model)."""
         if not texts:
             raise DiveError("no query text given")

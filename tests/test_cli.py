@@ -85,6 +85,30 @@ def test_paper_protocol_is_labelled_transductive(toy, tmp_path, capsys):
     assert "transductive" in record["protocol_label"]
 
 
+def test_train_from_the_cli_and_from_python_saves_the_same_run_folder(toy, tmp_path, capsys, monkeypatch):
+    """`dive train` calls train_and_save: same default folder runs/<cell>, same files and record keys,
+    checkpoints removed once the run is saved."""
+    from dive.experiments import ExperimentSpec, train_and_save
+
+    def files(root):
+        return sorted(str(path.relative_to(root)) for path in root.rglob("*"))
+
+    run = "runs/toy-dive-8-heldout-seed1"
+    for side in ("cli", "python"):
+        (tmp_path / side).mkdir()
+    monkeypatch.chdir(tmp_path / "cli")
+    from_cli = run_json(capsys, ["train", *toy, "--method", "dive", "--dim", "8", "--hidden", "16", "--epochs", "2",
+                                 "--seed", "1", "--json", "--no-progress"])
+    monkeypatch.chdir(tmp_path / "python")
+    from_python = train_and_save(ExperimentSpec(dataset=toy[1], vectors=toy[3], method="dive", dim=8, seed=1,
+                                                overrides={"hidden": 16, "train": {"epochs": 2, "progress": False}}))
+    assert from_cli["saved_to"] == from_python["saved_to"] == [run]
+    assert set(from_cli) == set(from_python) and from_cli["config"] == from_python["config"]
+    assert from_cli["metrics"] == pytest.approx(from_python["metrics"])
+    assert files(tmp_path / "cli") == files(tmp_path / "python")
+    assert (tmp_path / "cli" / run / "result.json").exists() and not (tmp_path / "cli" / run / "checkpoints").exists()
+
+
 def test_config_file_and_set_flags_reach_the_method(toy, tmp_path, capsys):
     config = tmp_path / "tuned.json"
     config.write_text(json.dumps({"margin": 0.3, "heads": 2, "train": {"epochs": 1}}))

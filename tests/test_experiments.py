@@ -186,6 +186,13 @@ def test_unknown_methods_fail_before_any_work(tmp_path):
         GridSpec(out=tmp_path, methods=["nope"])
 
 
+def test_a_preset_grid_takes_explicit_settings_and_training_settings_reach_every_adapter(tmp_path):
+    spec = GridSpec.from_preset(tmp_path, "quick", train={"progress": False}, dims=[64], seeds=None)
+    assert (spec.datasets, spec.dims, spec.seeds, spec.epochs) == (["scifact"], [64], [0], 25)
+    assert spec.overrides["dive"] == {"train": {"progress": False}} and "truncate" not in spec.overrides
+    assert GridSpec.from_preset(tmp_path).overrides == {}
+
+
 def test_tune_uses_the_validation_slice_only_and_writes_a_reusable_config(scifact_slice, tmp_path, capsys):
     from dive.cli import main
     from dive.experiments.tune import SEARCH_SPACE

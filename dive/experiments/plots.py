@@ -12,6 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from dive.experiments.pareto import pareto_front  # noqa: E402
 from dive.methods import method_role  # noqa: E402
 from dive.utils import atomic_path  # noqa: E402
 
@@ -106,17 +107,6 @@ def heldout_vs_paper(records: list[dict[str, Any]], path: Path) -> str | None:
     axis.set(ylabel="nDCG@10", title=f"Held-out vs paper protocol ({pairs[0][3]}d; frozen at full dim)")
     axis.legend()
     return _save(figure, path)
-
-
-def pareto_front(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of the points no other point beats on both fewer bytes and higher nDCG@10."""
-    front = []
-    for i, (size, score) in enumerate(points):
-        dominated = any(other_size <= size and other_score >= score and (other_size, other_score) != (size, score)
-                        for other_size, other_score in points)
-        if not dominated:
-            front.append(i)
-    return sorted(front, key=lambda i: points[i][0])
 
 
 def frontier(records: list[dict[str, Any]], path: Path, protocol: str = "heldout") -> str | None:

@@ -10,6 +10,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from dive.experiments.pareto import pareto_front
+
 from dive.methods import REGISTRY, ablations_of, method_role, methods_with_role
 
 PROTOCOL_TITLES = {
@@ -193,8 +195,6 @@ def inflation(results: Results) -> list[str]:
 
 def frontier_table(results: Results, protocol: str, budget: float = 64) -> list[str]:
     """Every method x dim x codec cell by bytes per vector, Pareto-optimal ones marked, per dataset."""
-    from dive.experiments.plots import pareto_front
-
     lines = []
     for dataset in sorted({r["dataset"] for r in results.with_codecs if r["protocol"] == protocol}):
         cells = sorted((r for r in results.with_codecs if (r["protocol"], r["dataset"]) == (protocol, dataset)),

@@ -4,15 +4,18 @@ Loads the dataset, gets frozen embeddings (cached), partitions the queries by pr
 fits the method on each split's training set, stores the corpus through the codec (if any),
 evaluates compressed and frozen vectors on the same test queries, and returns one JSON-ready
 record (K-fold: metrics are fold means and ``folds`` lists each fold). :func:`run_cells`
-scores several codecs on one fit; :func:`run_experiment` is the single-codec cell that
-``dive train`` / ``dive evaluate`` run and save.
+scores several codecs on one fit and returns each record beside its fitted pipelines
+(:class:`CellResult`); :func:`run_experiment` is the single-codec cell that ``dive evaluate``
+runs, and :func:`train_and_save` is what ``dive train`` runs: the same cell, saved into a run
+folder with per-epoch checkpoints that are removed once it completes.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,7 @@ from dive.data import (BeirDataset, Embeddings, EvalSet, MiningConfig, Split, Sp
                        make_splits, resolve_dataset)
 from dive.data.splits import TRANSDUCTIVE_LABEL, positive_only
 from dive.encode import EncodeConfig, embed_dataset, load_embeddings
+from dive.errors import DiveError
 from dive.evaluate import DEFAULT_KS, evaluate_method, retention
 from dive.methods import Method, create_method, method_class
 from dive.methods.base import TorchAdapter
@@ -31,6 +35,9 @@ from dive.quantize import Codec, create_codec
 from dive.utils import configure_threads, machine, seed_everything, versions, write_json
 
 log = logging.getLogger(__name__)
+
+RUNS_DIR = "runs"
+"""Where ``dive train`` and ``dive tune`` write without ``--out`` (relative to the working directory)."""
 
 
 @dataclass
@@ -57,6 +64,24 @@ class ExperimentSpec:
     """Torch adapters save their training state here after every epoch (one folder per split)."""
     resume: bool = False
     """Continue from ``checkpoint_dir``'s checkpoints (same settings and data) instead of starting over."""
+
+    def default_out(self) -> str:
+        """The run folder ``dive train`` saves into without ``--out``:
+        ``runs/<dataset>-<method>-<dim>-<protocol>-seed<seed>``."""
+        return f"{RUNS_DIR}/{self.dataset_label}-{self.method}-{self.dim}-{self.protocol}-seed{self.seed}"
+
+    @property
+    def dataset_label(self) -> str:
+        """The dataset's last path component, as run folder names use it."""
+        return self.dataset.rstrip("/").split("/")[-1]
+
+
+@dataclass
+class CellResult:
+    """One cell's JSON-ready ``record`` and the fitted pipeline of each split (one per fold for K-fold)."""
+
+    record: dict[str, Any]
+    pipelines: list[Pipeline]
 
 
 def model_label(spec: ExperimentSpec) -> str:
@@ -98,8 +123,9 @@ def _fit_split(spec: ExperimentSpec, dataset: BeirDataset, embeddings: Embedding
 
 
 def _score_split(spec: ExperimentSpec, embeddings: Embeddings, split: Split, test_set: EvalSet,
-                 frozen: dict[str, float], method: Method, codec: CodecChoice) -> dict[str, Any]:
-    """Metrics on ``test_set`` of ``method`` followed by ``codec`` (fitted here on the corpus)."""
+                 frozen: dict[str, float], method: Method, codec: CodecChoice) -> tuple[dict[str, Any], Pipeline]:
+    """The fold record of ``method`` followed by ``codec`` (fitted here on the corpus) on ``test_set``,
+    and that pipeline."""
     pipeline = Pipeline(method)
     started = time.perf_counter()
     if isinstance(codec, Codec):
@@ -108,7 +134,7 @@ def _score_split(spec: ExperimentSpec, embeddings: Embeddings, split: Split, tes
         pipeline.fit_codec(create_codec(codec[0], **codec[1]), embeddings.doc_vectors)
     codec_seconds = time.perf_counter() - started
     metrics = pipeline.evaluate(test_set, spec.ks)
-    return {
+    fold = {
         "split": split.name,
         "n_train_queries": len(split.train),
         "n_validation_queries": len(split.validation),
@@ -119,8 +145,8 @@ def _score_split(spec: ExperimentSpec, embeddings: Embeddings, split: Split, tes
         "retention": retention(metrics, frozen),
         "codec_seconds": codec_seconds,
         "epochs": method.history,
-        "_pipeline": pipeline,
     }
+    return fold, pipeline
 
 
 def shared_relevant_docs(split: Split) -> float:
@@ -149,29 +175,31 @@ CodecChoice = Codec | tuple[str, dict[str, Any]] | None
 
 
 def run_cells(spec: ExperimentSpec, codecs: list[CodecChoice], data: tuple[BeirDataset, Embeddings] | None = None,
-              fitted: Method | None = None) -> list[dict[str, Any]]:
-    """One record per codec for the cell ``spec``: the method is fitted once per split and shared."""
+              fitted: Method | None = None) -> list[CellResult]:
+    """One result per codec for the cell ``spec``: the method is fitted once per split and shared."""
     wall_started = time.perf_counter()
     threads = configure_threads()
     seed_everything(spec.seed)
     dataset, embeddings = data or load_data(spec)
     folds_by_codec: list[list[dict[str, Any]]] = [[] for _ in codecs]
+    pipelines_by_codec: list[list[Pipeline]] = [[] for _ in codecs]
     for split in make_splits(dataset, spec.protocol, spec.split):
         log.info("%s %s: %s on split %s", dataset.name, spec.protocol, spec.method, split.name)
         method, n_triplets, train_seconds = _fit_split(spec, dataset, embeddings, split, fitted)
         test_set = embeddings.eval_set(split.test)
         frozen = evaluate_method(None, test_set, spec.ks)
-        for folds, codec in zip(folds_by_codec, codecs):
-            fold = _score_split(spec, embeddings, split, test_set, frozen, method, codec)
+        for folds, pipelines, codec in zip(folds_by_codec, pipelines_by_codec, codecs):
+            fold, pipeline = _score_split(spec, embeddings, split, test_set, frozen, method, codec)
             folds.append({**fold, "n_train_triplets": n_triplets, "train_seconds": train_seconds})
+            pipelines.append(pipeline)
     # The codecs share one fit: each record carries an equal share of the wall time, so sums stay true.
     shared = {"threads": threads, "wall_seconds": (time.perf_counter() - wall_started) / len(codecs)}
-    return [_record(spec, dataset.name, embeddings.dim, folds, shared) for folds in folds_by_codec]
+    return [CellResult(_record(spec, dataset.name, embeddings.dim, folds, pipelines[0], shared), pipelines)
+            for folds, pipelines in zip(folds_by_codec, pipelines_by_codec)]
 
 
 def _record(spec: ExperimentSpec, dataset_name: str, input_dim: int, folds: list[dict[str, Any]],
-            shared: dict[str, Any]) -> dict[str, Any]:
-    pipeline = folds[0]["_pipeline"]
+            pipeline: Pipeline, shared: dict[str, Any]) -> dict[str, Any]:
     method = pipeline.method
     record: dict[str, Any] = {
         "dataset": dataset_name,
@@ -200,8 +228,7 @@ def _record(spec: ExperimentSpec, dataset_name: str, input_dim: int, folds: list
     }
     record["retention"] = retention(record["metrics"], record["frozen_metrics"])
     if len(folds) > 1:
-        record["folds"] = [{k: v for k, v in fold.items() if k != "_pipeline"} for fold in folds]
-    record["_pipelines"] = [fold["_pipeline"] for fold in folds]
+        record["folds"] = folds
     return record
 
 
@@ -214,13 +241,44 @@ def run_experiment(spec: ExperimentSpec, data: tuple[BeirDataset, Embeddings] | 
     codec: CodecChoice = (spec.codec, spec.codec_settings) if spec.codec else None
     if fitted is not None and codec is None:
         codec = fitted.codec
-    (record,) = run_cells(spec, [codec], data, fitted.method if fitted is not None else None)
-    pipelines = record.pop("_pipelines")
+    (result,) = run_cells(spec, [codec], data, fitted.method if fitted is not None else None)
+    record = result.record
     if spec.out:
         if fitted is None:
-            record["saved_to"] = _save(pipelines, [fold["split"] for fold in record.get("folds", [])], spec.out)
+            record["saved_to"] = _save(result.pipelines, [fold["split"] for fold in record.get("folds", [])],
+                                       spec.out)
         write_json(Path(spec.out) / "result.json", record)
     return record
+
+
+def train_and_save(spec: ExperimentSpec, data: tuple[BeirDataset, Embeddings] | None = None,
+                   checkpoints: bool = True) -> dict[str, Any]:
+    """What ``dive train`` runs: fit and evaluate the cell ``spec`` and save it into its run folder.
+
+    The folder is ``spec.out`` (default :meth:`ExperimentSpec.default_out`). Torch adapters save
+    their state after every epoch into ``spec.checkpoint_dir`` (default ``OUT/checkpoints``; none
+    with ``checkpoints=False``), which :func:`remove_checkpoints` deletes once the run is saved.
+    ``spec.resume`` continues from those checkpoints, which must exist.
+    """
+    spec = with_run_folders(spec, checkpoints)
+    if spec.resume and (spec.checkpoint_dir is None or not Path(spec.checkpoint_dir).is_dir()):
+        raise DiveError(f"--resume: no checkpoints in {spec.checkpoint_dir} (was the run started with them?)")
+    record = run_experiment(spec, data)
+    remove_checkpoints(spec.checkpoint_dir)  # the run is complete and saved
+    return record
+
+
+def with_run_folders(spec: ExperimentSpec, checkpoints: bool = True) -> ExperimentSpec:
+    """``spec`` with its defaults for ``out`` and (unless ``checkpoints`` is off) ``checkpoint_dir`` filled in."""
+    out = spec.out or spec.default_out()
+    checkpoint_dir = str(Path(spec.checkpoint_dir or Path(out) / "checkpoints")) if checkpoints else None
+    return replace(spec, out=out, checkpoint_dir=checkpoint_dir)
+
+
+def remove_checkpoints(checkpoint_dir: str | Path | None) -> None:
+    """Delete a completed run's checkpoint folder: the whole folder, with whatever else it holds."""
+    if checkpoint_dir is not None:
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
 
 
 def _save(pipelines: list[Pipeline], split_names: list[str], out: str) -> list[str]:

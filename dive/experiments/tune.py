@@ -20,7 +20,7 @@ from dive.data import Embeddings, TrainSet, make_splits
 from dive.data.beir import BeirDataset
 from dive.errors import DiveError
 from dive.evaluate import evaluate_method
-from dive.experiments.run import ExperimentSpec, build_method
+from dive.experiments.run import RUNS_DIR, ExperimentSpec, build_method
 from dive.utils import write_json
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,14 @@ SEARCH_SPACE: dict[str, list[Any]] = {
 }
 """SPEC "DIVE": m in {0.5..1.5}, lambda in {0.05..0.5}, tau in {0.05, 0.1, 0.2}, H in {2, 4, 8}."""
 
+DEFAULT_TRIALS = 10
+"""Settings tried by default (the Table 8 one and nine random points)."""
+
+
+def default_tuned_path(spec: ExperimentSpec) -> str:
+    """Where ``dive tune`` writes the best settings without ``--out``: ``runs/tuned-<dataset>-<dim>.json``."""
+    return f"{RUNS_DIR}/tuned-{spec.dataset_label}-{spec.dim}.json"
+
 
 def candidates(spec: ExperimentSpec, dataset_name: str, trials: int, seed: int) -> list[dict[str, Any]]:
     """The dataset's Table 8 setting first, then ``trials - 1`` distinct random points of the space."""
@@ -44,7 +52,7 @@ def candidates(spec: ExperimentSpec, dataset_name: str, trials: int, seed: int) 
     return [first] + [grid[i] for i in order]
 
 
-def tune_dive(spec: ExperimentSpec, data: tuple[BeirDataset, Embeddings], trials: int = 10,
+def tune_dive(spec: ExperimentSpec, data: tuple[BeirDataset, Embeddings], trials: int = DEFAULT_TRIALS,
               out: str | Path | None = None) -> dict[str, Any]:
     """Search, report every trial, write the best settings to ``out``; returns the best settings."""
     dataset, embeddings = data

@@ -23,7 +23,7 @@ from dive.data.sets import check_vectors
 from dive.errors import DiveError
 from dive.pipeline import Pipeline
 from dive.distributed import start_ray
-from dive.utils import atomic_path, require
+from dive.utils import TEMP_SUFFIX, atomic_path, remove_stale_temps, require, temp_prefix
 
 DEFAULT_CHUNK_ROWS = 65536
 VECTOR_COLUMN_NAMES = ("embedding", "embeddings", "vector", "vectors")
@@ -88,6 +88,9 @@ class NpyReader:
         except ValueError as error:
             self.handle.close()
             raise DiveError(f"{path}: not a .npy file ({error})") from None
+        except DiveError:
+            self.handle.close()
+            raise
 
     def chunks(self, chunk_rows: int) -> Iterator[Chunk]:
         for start in range(0, self.n_rows, chunk_rows):
@@ -113,6 +116,8 @@ def _read_npy_header(handle) -> tuple[tuple[int, ...], np.dtype]:
         shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
     if fortran or len(shape) != 2 or dtype.hasobject:
         raise DiveError(f"{handle.name}: expected a C-ordered 2-D numeric array, got shape {shape} dtype {dtype}")
+    if any(size < 0 for size in shape):  # numpy's header reader accepts them; reading would not
+        raise DiveError(f"{handle.name}: not a valid .npy file: its header gives a negative size, shape {shape}")
     return shape, dtype
 
 
@@ -292,8 +297,12 @@ def compress_with_ray(pipeline_dir: str | Path, input_path: str, output_path: st
 
 
 def _write_folder_atomically(dataset: Any, output: Path) -> None:
-    output.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(output)
+        scratch = Path(tempfile.mkdtemp(prefix=temp_prefix(output), suffix=TEMP_SUFFIX, dir=output.parent))
+    except OSError as error:
+        raise DiveError(f"cannot write {output}: {error.strerror or error}") from None
     try:
         dataset.write_parquet(str(scratch / "data"))
         os.replace(scratch / "data", output)

@@ -151,3 +151,15 @@ def test_ray_engine_equals_the_single_process_result_on_real_vectors(tmp_path, l
         compress_with_ray(tmp_path / "pipeline", str(tmp_path / "docs.parquet"), str(tmp_path / "ray_out"))
     with pytest.raises(DiveError, match="2 Ray workers leave none of the cluster's 2 CPUs"):
         compress_with_ray(tmp_path / "pipeline", str(tmp_path / "docs.parquet"), str(tmp_path / "new"), workers=2)
+
+
+@pytest.mark.parametrize("shape", [(-5, 16), (10, -16)])
+def test_a_npy_header_with_a_negative_size_is_refused_and_writes_nothing(tmp_path, shape):
+    header = "{'descr': '<f4', 'fortran_order': False, 'shape': %r, }" % (shape,)
+    header += " " * ((-(10 + len(header) + 1)) % 64) + "\n"
+    (tmp_path / "in.npy").write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode()
+                                      + np.ones(160, "<f4").tobytes())
+    pipeline, _ = fitted_pipeline()
+    with pytest.raises(DiveError, match=r"in.npy: .*negative size"):
+        compress_file(pipeline, tmp_path / "in.npy", tmp_path / "out.npy", progress=False)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["in.npy"]

@@ -1,4 +1,5 @@
 import json
+import os
 import re
 
 import pytest
@@ -280,3 +281,51 @@ def test_environment_names_the_machines_the_cells_ran_on_not_this_one():
     assert environment([record()], None)[0] == "- machine: not recorded"
     assert environment([record(machine="b"), record(machine="a"), record()], None)[0] == \
         "- machines: a; b; not recorded"
+
+
+def test_a_results_line_that_is_not_an_object_or_a_folder_in_its_place_is_an_error(tmp_path):
+    path = tmp_path / "results.jsonl"
+    path.write_text('{"a": 1}\n[1, 2]\n')
+    with pytest.raises(DiveError, match=r"results.jsonl:2: expected a JSON object"):
+        read_results(path)
+    path.unlink()
+    path.mkdir()
+    with pytest.raises(DiveError, match="results.jsonl: not a file"):
+        read_results(path)
+
+
+def test_a_refused_run_leaves_no_folder_or_lock_it_made_and_a_finished_one_keeps_its_lock(tmp_path):
+    from dive.experiments.store import folder_lock
+
+    for out in (tmp_path / "new", tmp_path / "users"):
+        (tmp_path / "users").mkdir(exist_ok=True)
+        with pytest.raises(DiveError, match="refused"):
+            with folder_lock(out):
+                raise DiveError("refused")
+    assert [path.name for path in tmp_path.iterdir()] == ["users"] and not any((tmp_path / "users").iterdir())
+    with folder_lock(tmp_path / "new"):
+        (tmp_path / "new" / "results.jsonl").write_text("")
+    assert sorted(path.name for path in (tmp_path / "new").iterdir()) == [grid_module.LOCK_FILE, "results.jsonl"]
+
+
+def test_a_lock_file_removed_by_its_holder_is_not_taken_as_a_lock(tmp_path, monkeypatch):
+    """A run that opened the lock file just before its holder removed it (on a refusal) must lock
+    the file now at the path, or two runs could hold 'the' lock at once."""
+    from dive.experiments import store
+
+    out = tmp_path / "grid"
+    out.mkdir()
+    (out / store.LOCK_FILE).write_text("pid 1\n")
+    opened = []
+    real_open = open
+
+    def open_then_holder_removes(path, *args, **kwargs):
+        handle = real_open(path, *args, **kwargs)
+        if not opened:
+            os.unlink(path)  # the holder's refusal removes it between our open and our flock
+        opened.append(handle)
+        return handle
+
+    monkeypatch.setattr(store, "open", open_then_holder_removes, raising=False)
+    with store.folder_lock(out):
+        assert len(opened) == 2 and os.path.samestat(os.fstat(opened[1].fileno()), os.stat(out / store.LOCK_FILE))

@@ -140,7 +140,6 @@ def _tuned_overrides(spec: GridSpec, base: ExperimentSpec, data) -> dict[str, An
 
 def run_grid(spec: GridSpec) -> list[dict[str, Any]]:
     """Run every missing cell of ``spec``; return all records (old and new) in ``results.jsonl``."""
-    spec.out.mkdir(parents=True, exist_ok=True)
     with folder_lock(spec.out):
         return _run_missing_cells(spec)
 

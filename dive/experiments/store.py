@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -33,18 +33,34 @@ def read_results(path: Path) -> list[dict[str, Any]]:
     """Records of ``results.jsonl``; a torn (unparseable) last line is ignored, others are errors."""
     if not path.exists():
         return []
-    lines = path.read_text(encoding="utf-8").split("\n")
+    lines = _read_text(path).split("\n")
     records = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             if any(rest.strip() for rest in lines[number:]):
                 raise DiveError(f"{path}:{number}: corrupt results line (not the last one)") from None
             log.warning("%s: dropping a torn last line left by an interrupted run", path)
+            continue
+        if not isinstance(record, dict):
+            raise DiveError(f"{path}:{number}: expected a JSON object (one cell's record), "
+                            f"got {type(record).__name__}")
+        records.append(record)
     return records
+
+
+def _read_text(path: Path) -> str:
+    if not path.is_file():
+        raise DiveError(f"{path}: not a file (expected a results file, one JSON record per line)")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise DiveError(f"{path}: not UTF-8 text (byte {error.start})") from None
+    except OSError as error:
+        raise DiveError(f"{path}: cannot read ({error.strerror or error})") from None
 
 
 def repair(path: Path, records: list[dict[str, Any]]) -> None:
@@ -86,20 +102,65 @@ def _other_models(records: list[dict[str, Any]], dataset: str, model: str) -> li
 
 @contextmanager
 def folder_lock(out: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``out`` (released when the process exits, even if killed)."""
+    """Create ``out`` if needed and hold an exclusive lock on it (released when the process exits,
+    even if killed).
+
+    If the block fails, the lock file goes if this call made it, and ``out`` too if this call
+    created it and it is empty: a refusal (a rejected input, a bad merge source) leaves no trace.
+    After a success the lock file stays, harmless, for the next run.
+    """
+    if out.exists() and not out.is_dir():
+        raise DiveError(f"{out}: not a folder (--out must be a folder for results)")
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DiveError(f"cannot write {out}: {error.strerror or error}") from None
+    lock = out / LOCK_FILE
+    made_lock = not lock.exists()
+    try:
+        with _held_lock(out):
+            try:
+                yield
+            except BaseException:
+                if made_lock:
+                    with suppress(OSError):  # while held: _held_lock's check makes that safe
+                        lock.unlink(missing_ok=True)
+                raise
+    finally:
+        if created:
+            _remove_if_empty(out)
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:  # not empty (or already gone): keep it
+        pass
+
+
+@contextmanager
+def _held_lock(out: Path) -> Iterator[None]:
     try:
         import fcntl
     except ImportError:  # not POSIX (Windows): run unlocked
         yield
         return
-    with open(out / LOCK_FILE, "a+", encoding="utf-8") as handle:
+    path = out / LOCK_FILE
+    while True:
+        handle = open(path, "a+", encoding="utf-8")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
+            handle.close()
             raise DiveError(f"{out}: another dive reproduce ({holder}) is running into this folder; "
                             "wait for it or use another --out folder") from None
+        if _is_current(handle, path):
+            break
+        handle.close()  # its holder removed it before we got it: lock the file now at the path
+    with handle:
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()}\n")
@@ -107,23 +168,31 @@ def folder_lock(out: Path) -> Iterator[None]:
         yield
 
 
+def _is_current(handle: Any, path: Path) -> bool:
+    """Whether the locked ``handle`` is still the file at ``path`` (a holder may remove the lock file
+    it made, on a refusal; a lock taken on the removed file would guard nothing)."""
+    try:
+        return os.path.samestat(os.fstat(handle.fileno()), os.stat(path))
+    except FileNotFoundError:
+        return False
+
+
 def merge_results(out: Path, sources: list[Path]) -> int:
     """Add the cells of other ``results.jsonl`` files (e.g. one grid split by method over several
     processes or machines) to ``out``'s; where a cell is in both, ``out``'s record is kept.
 
-    Returns how many records were added. The file is rewritten atomically, so a bad source (missing,
-    corrupt, or another model's cells of a dataset ``out`` holds) leaves ``out`` untouched.
+    Returns how many records were added. The sources are read before ``out`` is touched, and the
+    file is rewritten atomically, so a bad source (missing, corrupt, or another model's cells of a
+    dataset ``out`` holds) leaves ``out`` untouched.
     """
-    out.mkdir(parents=True, exist_ok=True)
+    incoming = [(source, _read_source(source)) for source in sources]
     with folder_lock(out):
         path = out / RESULTS_FILE
         records = read_results(path)
         done = {cell_key(record) for record in records}
         added = 0
-        for source in sources:
-            if not source.is_file():
-                raise DiveError(f"{source}: no such results file")
-            for record in read_results(source):
+        for source, source_records in incoming:
+            for record in source_records:
                 if cell_key(record) in done:
                     continue
                 _check_same_model(records, record, source, path)
@@ -132,6 +201,12 @@ def merge_results(out: Path, sources: list[Path]) -> int:
                 added += 1
         write_results(path, results_text(records))
     return added
+
+
+def _read_source(source: Path) -> list[dict[str, Any]]:
+    if not source.exists():
+        raise DiveError(f"{source}: no such results file")
+    return read_results(source)
 
 
 def _check_same_model(records: list[dict[str, Any]], record: dict[str, Any], source: Path, path: Path) -> None:

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -29,7 +31,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from dive.errors import DiveError
-from dive.saved import read_saved, write_saved
+from dive.saved import CONFIG_FILE, read_saved, write_saved
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,23 @@ class TrainConfig:
             raise DiveError("lr must be positive")
 
 
+DISPLAY_ONLY_SETTINGS = frozenset({"progress"})
+""":class:`TrainConfig` fields that change what is shown, never the weights (``device`` does change them:
+kernels differ). Left out of the settings that checkpoints and grid cells are matched on."""
+
+
+def result_settings(method_config: dict[str, Any]) -> dict[str, Any]:
+    """A method config dict (``to_dict(method.config)``) without its display-only training settings."""
+    train = method_config.get("train")
+    if not isinstance(train, dict):
+        return dict(method_config)
+    return {**method_config, "train": {key: value for key, value in train.items() if key not in DISPLAY_ONLY_SETTINGS}}
+
+
+class NonFiniteError(DiveError):
+    """Training diverged: a loss or a weight became NaN or infinite. Nothing of such a run is kept."""
+
+
 def resolve_device(device: str) -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise DiveError("device 'cuda' asked for, but torch sees no CUDA GPU")
@@ -86,6 +105,11 @@ def batch_slices(n_items: int, batch_size: int, rng: np.random.Generator) -> Ite
 
 CHECKPOINT_FORMAT = "dive-checkpoint/1"
 CHECKPOINT_TENSORS = "checkpoint.safetensors"
+EPOCH_FOLDER = re.compile(r"epoch-(\d+)")
+"""A complete checkpoint: ``epoch-00012`` holds the state after epoch 12 (it appears by one atomic rename)."""
+SCRATCH_PREFIX = ".epoch-"
+SCRATCH_FOLDER = re.compile(r"\.epoch-[a-z0-9_]{8}")
+"""A checkpoint being written (``tempfile.mkdtemp(prefix=SCRATCH_PREFIX)``), left behind by a killed run."""
 
 
 @dataclass
@@ -107,13 +131,38 @@ class Checkpointing:
     restore_extra: Callable[[dict[str, torch.Tensor]], None] = field(default=lambda tensors: None)
 
     def saved_epochs(self) -> list[Path]:
-        """Complete checkpoint folders, oldest first (each appears by one atomic rename)."""
+        """Complete checkpoint folders, oldest first by epoch number (each appears by one atomic rename)."""
         directory = Path(self.directory)
-        return sorted(directory.glob("epoch-*")) if directory.is_dir() else []
+        if not directory.is_dir():
+            return []
+        saved = [path for path in directory.iterdir() if _is_checkpoint(path)]
+        return sorted(saved, key=lambda path: int(EPOCH_FOLDER.fullmatch(path.name).group(1)))
 
     @property
     def exists(self) -> bool:
         return bool(self.saved_epochs())
+
+    def discard(self, keep: Path | None = None) -> bool:
+        """Delete what dive wrote here (checkpoints other than ``keep``, scratch of killed saves), nothing
+        else; True if there was any."""
+        directory = Path(self.directory)
+        if not directory.is_dir():
+            return False
+        found = [path for path in directory.iterdir()
+                 if path != keep and (_is_checkpoint(path) or _is_scratch(path))]
+        for path in found:
+            shutil.rmtree(path)
+        return bool(found)
+
+
+def _is_checkpoint(path: Path) -> bool:
+    """A folder ``epoch-N`` holding only what :func:`_save_checkpoint` writes (never a user's own folder)."""
+    return (EPOCH_FOLDER.fullmatch(path.name) is not None and path.is_dir() and not path.is_symlink()
+            and all(child.name in (CONFIG_FILE, CHECKPOINT_TENSORS) for child in path.iterdir()))
+
+
+def _is_scratch(path: Path) -> bool:
+    return SCRATCH_FOLDER.fullmatch(path.name) is not None and path.is_dir() and not path.is_symlink()
 
 
 @dataclass
@@ -214,6 +263,8 @@ def _train(module: torch.nn.Module, step: StepFn, epoch_batches: EpochBatches, c
     if checkpoint is not None and checkpoint.resume and checkpoint.exists:
         state = _restore_checkpoint(checkpoint, module, optimizer, rng, device)
         log.info("%s: resumed after epoch %d from %s", desc, len(state.history), checkpoint.directory)
+    elif checkpoint is not None:
+        checkpoint.discard()  # starting over: an older run's checkpoints would be resumed or overwritten
     history = state.history
     stopped = bool(history) and history[-1].get("stopped_early", False)
     first_epoch = len(history) + 1
@@ -222,7 +273,8 @@ def _train(module: torch.nn.Module, step: StepFn, epoch_batches: EpochBatches, c
     for epoch in bar:
         started = time.perf_counter()
         module.train()
-        record = _run_epoch(module, step, epoch_batches(rng), optimizer, device)
+        record = _run_epoch(module, step, epoch_batches(rng), optimizer, device, f"{desc}, epoch {epoch}")
+        _check_finite_weights(module, f"{desc}, epoch {epoch}")
         record = {"epoch": epoch, **record}
         if validate is not None:
             module.eval()
@@ -266,17 +318,23 @@ def _save_checkpoint(checkpoint: Checkpointing, module: torch.nn.Module, optimiz
     tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in tensors.items()}
     directory = Path(checkpoint.directory)
     directory.mkdir(parents=True, exist_ok=True)
-    for leftover in directory.glob(".epoch-*"):  # from a run killed while saving
-        shutil.rmtree(leftover, ignore_errors=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".epoch-", dir=directory))
+    for leftover in directory.iterdir():  # from a run killed while saving
+        if _is_scratch(leftover):
+            shutil.rmtree(leftover, ignore_errors=True)
+    scratch = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=directory))
     write_saved(scratch, CHECKPOINT_FORMAT, CHECKPOINT_TENSORS, lambda tmp: save_file(tensors, str(tmp)),
                 {"fingerprint": checkpoint.fingerprint, "epoch": len(state.history), "history": state.history,
                  "numpy_rng": rng.bit_generator.state, "param_groups": optimizer_state["param_groups"],
                  "best_score": state.best_score if state.best_state is not None else None,
                  "epochs_without_gain": state.epochs_without_gain})
-    os.replace(scratch, directory / f"epoch-{len(state.history):05d}")
-    for older in checkpoint.saved_epochs()[:-1]:
-        shutil.rmtree(older, ignore_errors=True)
+    target = directory / f"epoch-{len(state.history):05d}"
+    if _is_checkpoint(target):  # os.replace cannot rename onto a folder that is not empty
+        shutil.rmtree(target)
+    elif target.exists() or target.is_symlink():
+        shutil.rmtree(scratch)
+        raise DiveError(f"{target}: is in the way of a checkpoint and is not one of dive's; move it away")
+    os.replace(scratch, target)
+    checkpoint.discard(keep=target)
 
 
 def _restore_checkpoint(checkpoint: Checkpointing, module: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -313,23 +371,40 @@ def _optimizer_state(flat: dict[str, torch.Tensor], device: torch.device) -> dic
 
 
 def _run_epoch(module: torch.nn.Module, step: StepFn, batches: Iterable[Batch],
-               optimizer: torch.optim.Optimizer, device: torch.device) -> dict[str, float]:
+               optimizer: torch.optim.Optimizer, device: torch.device, where: str = "train") -> dict[str, float]:
     sums: dict[str, float] = defaultdict(float)
     n_samples = 0
     for batch in batches:
         batch = tuple(tensor.to(device, non_blocking=True) for tensor in batch)
         parts = step(batch)
+        values = {name: float(value.detach()) for name, value in parts.items()}
+        _check_finite_loss(values, where)  # before the step: it would spread NaN into every weight
         optimizer.zero_grad(set_to_none=True)
         parts["loss"].backward()
         optimizer.step()
         size = batch[0].shape[0]
         n_samples += size
-        for name, value in parts.items():
+        for name, value in values.items():
             # n_active is a count; every other part is a batch mean, weighted by batch size here.
-            sums[name] += float(value.detach()) * (1 if name == "n_active" else size)
+            sums[name] += value * (1 if name == "n_active" else size)
     if n_samples == 0:
         raise DiveError("an epoch had no training batch: the training set is empty or smaller than 2")
     record = {name: total / n_samples for name, total in sums.items() if name != "n_active"}
     if "n_active" in sums:
         record["active_ratio"] = sums["n_active"] / n_samples
     return record
+
+
+def _check_finite_loss(values: dict[str, float], where: str) -> None:
+    bad = [f"{name} = {value}" for name, value in values.items() if not math.isfinite(value)]
+    if bad:
+        raise NonFiniteError(f"{where}: the training loss is not finite ({', '.join(bad)}); training stopped "
+                             "(try a smaller --lr or smaller loss weights)")
+
+
+def _check_finite_weights(module: torch.nn.Module, where: str) -> None:
+    bad = [name for name, tensor in module.state_dict().items()
+           if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    if bad:
+        raise NonFiniteError(f"{where}: the weights became NaN or infinite ({bad[0]}) although the loss was finite; "
+                             "training stopped (try a smaller --lr)")

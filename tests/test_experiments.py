@@ -175,6 +175,70 @@ def test_merging_another_models_cells_or_a_missing_file_changes_nothing(scifact_
     assert (tmp_path / "mine" / "results.jsonl").read_bytes() == before
 
 
+def test_a_rerun_whose_settings_change_a_finished_cell_is_refused(scifact_slice, tmp_path, monkeypatch):
+    """Issue 20, defect 5: a finished cell counts as done only with the settings that made its numbers;
+    settings that change only what is shown (progress bars) do not matter, nor fields old records lack."""
+    from dataclasses import replace
+
+    from dive.data import MiningConfig
+
+    folder, vectors = scifact_slice
+    spec = mini_grid(folder, vectors, tmp_path)
+    spec.protocols = ["heldout"]
+    reproduce(spec)
+    path = tmp_path / "results.jsonl"
+    before = path.read_bytes()
+    monkeypatch.setattr(grid_module, "run_cells", lambda *a, **k: pytest.fail("recomputed"))
+    shown = replace(spec, overrides={"dive": {"hidden": 64, "train": {"epochs": 2, "progress": True}}})
+    reproduce(shown)
+    longer = replace(spec, epochs=3)
+    with pytest.raises(DiveError, match=r"results.jsonl: its scifact heldout dive dim 64 seed 0 cell was run with "
+                                        r"other settings \(config.train.epochs 2, now 3\); use another --out"):
+        reproduce(longer)
+    with pytest.raises(DiveError, match=r"scifact heldout frozen .* \(mining.negatives hard, now random\)"):
+        reproduce(replace(spec, mining=MiningConfig(negatives="random")))
+    assert path.read_bytes() == before
+    old_style = [{key: value for key, value in record.items() if key not in ("mining", "split_config")}
+                 for record in read_results(path)]  # as older dive versions wrote them
+    path.write_text("".join(json.dumps(record) + "\n" for record in old_style))
+    reproduce(spec)
+    with pytest.raises(DiveError, match=r"config.train.epochs 2, now 3"):
+        reproduce(longer)
+
+
+def test_a_diverged_train_leaves_no_checkpoint_and_no_run_folder(tmp_path, monkeypatch):
+    """Training that diverges after checkpointing two epochs: one line, and nothing of the run is left,
+    while the user's own files in the checkpoint folder stay."""
+    import dive.train
+    from dive.experiments import ExperimentSpec, train_and_save
+    from helpers import synthetic_embeddings, write_beir
+
+    dataset = write_beir(tmp_path / "toy", n_docs=60, n_queries=40)
+    save_embeddings(synthetic_embeddings(60, 40, 16), tmp_path / "vectors")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("the user's\n")
+    real_run_epoch, calls = dive.train._run_epoch, {"n": 0}
+
+    def diverge_in_epoch_3(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise dive.train.NonFiniteError("train dive, epoch 3: the training loss is not finite (loss = nan)")
+        return real_run_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(dive.train, "_run_epoch", diverge_in_epoch_3)
+    for checkpoint_dir in (None, str(mine)):
+        calls["n"] = 0
+        spec = ExperimentSpec(dataset=str(dataset), vectors=str(tmp_path / "vectors"), method="dive", dim=4,
+                              overrides={"hidden": 8, "train": {"epochs": 4, "batch_size": 16, "progress": False}},
+                              out=str(tmp_path / "runs" / "run"), checkpoint_dir=checkpoint_dir)
+        with pytest.raises(DiveError, match="epoch 3: the training loss is not finite"):
+            train_and_save(spec)
+        assert calls["n"] == 3
+        assert not (tmp_path / "runs").exists()
+        assert sorted(path.name for path in mine.rglob("*")) == ["keep.txt"]
+
+
 def test_a_corrupt_line_in_the_middle_is_an_error(tmp_path):
     path = tmp_path / "results.jsonl"
     path.write_text('{"a": 1}\nnot json\n{"b": 2}\n')

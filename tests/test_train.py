@@ -71,6 +71,112 @@ def test_a_checkpoint_from_other_settings_or_data_is_refused(tmp_path):
         create_method("dive", **SETTINGS["dive"]).checkpoint_to(tmp_path, resume=True).fit(train_set)
 
 
+def test_starting_over_without_resume_discards_old_checkpoints_and_only_those(tmp_path, monkeypatch):
+    """Issue 20, defect 2: a rerun without --resume over an interrupted run's checkpoints (and an older,
+    longer run's) trains from scratch, keeps only its newest checkpoint, and leaves the user's files."""
+    import shutil
+
+    train_set = toy_train_set()
+    uninterrupted = create_method("dive", **SETTINGS["dive"]).fit(train_set)
+    with monkeypatch.context() as patch:
+        interrupt_after(patch, 4)
+        with pytest.raises(KeyboardInterrupt):
+            create_method("dive", **SETTINGS["dive"]).checkpoint_to(tmp_path).fit(train_set)
+    shutil.copytree(tmp_path / "epoch-00004", tmp_path / "epoch-00009")  # as an older 9-epoch run left it
+    (tmp_path / ".epoch-abcd1234").mkdir()  # scratch of a run killed while saving
+    (tmp_path / "notes.txt").write_text("the user's\n")
+    (tmp_path / "epoch-plan").mkdir()  # named like dive's, but not a checkpoint
+    (tmp_path / "epoch-00012").mkdir()
+    (tmp_path / "epoch-00012" / "draft.txt").write_text("not a checkpoint either\n")
+    again = create_method("dive", **SETTINGS["dive"]).checkpoint_to(tmp_path).fit(train_set)
+    assert same_weights(again, uninterrupted)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["epoch-00006", "epoch-00012", "epoch-plan",
+                                                                  "notes.txt"]
+
+
+def test_a_folder_of_the_users_where_a_checkpoint_goes_is_refused_and_kept(tmp_path):
+    (tmp_path / "epoch-00001").mkdir()
+    (tmp_path / "epoch-00001" / "draft.txt").write_text("the user's\n")
+    with pytest.raises(DiveError, match="epoch-00001: is in the way of a checkpoint and is not one of dive's"):
+        create_method("dive", **SETTINGS["dive"]).checkpoint_to(tmp_path).fit(toy_train_set())
+    assert sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*")) == [
+        "epoch-00001", "epoch-00001/draft.txt"]
+
+
+def test_the_newest_checkpoint_is_the_highest_epoch_number(tmp_path):
+    for epoch in (99999, 100000, 7):
+        (tmp_path / f"epoch-{epoch:05d}").mkdir()
+    saved = dive.train.Checkpointing(tmp_path).saved_epochs()
+    assert [path.name for path in saved] == ["epoch-00007", "epoch-99999", "epoch-100000"]
+
+
+def test_progress_bars_do_not_change_the_checkpoint_fingerprint(tmp_path):
+    """Issue 20, defect 9: --resume --no-progress continues a run started with progress bars."""
+    train_set = toy_train_set()
+    shown = create_method("dive", **{**SETTINGS["dive"], "train": {**TRAIN, "progress": True}})
+    hidden = create_method("dive", **SETTINGS["dive"])
+    assert (shown.checkpoint_to(tmp_path).checkpointing(train_set).fingerprint
+            == hidden.checkpoint_to(tmp_path).checkpointing(train_set).fingerprint)
+    on_gpu = create_method("dive", **{**SETTINGS["dive"], "train": {**TRAIN, "device": "cuda"}})
+    assert (on_gpu.checkpoint_to(tmp_path).checkpointing(train_set).fingerprint
+            != hidden.checkpoint_to(tmp_path).checkpointing(train_set).fingerprint)  # kernels differ by device
+
+
+# --- non-finite training ------------------------------------------------------------------------
+
+
+def diverging_setup(bad_call, poison):
+    """The regression setup whose step number ``bad_call`` (1-based, 4 steps per epoch) is poisoned."""
+    module, step, batches = regression_setup()
+    calls = {"n": 0}
+
+    def poisoned_step(batch):
+        calls["n"] += 1
+        parts = step(batch)
+        return poison(module, parts) if calls["n"] == bad_call else parts
+
+    return module, poisoned_step, batches
+
+
+def nan_loss(module, parts):
+    return {"loss": parts["loss"] * float("nan"), "loss_part": parts["loss"] * float("inf")}
+
+
+def inf_bias(module, parts):
+    with torch.no_grad():
+        module.second.bias.fill_(float("inf"))  # the loss already computed stays finite
+    return parts
+
+
+def test_a_loss_that_is_not_finite_stops_training_with_one_line_and_is_never_checkpointed(tmp_path):
+    module, step, batches = diverging_setup(bad_call=6, poison=nan_loss)  # epoch 2, its second step
+    checkpoint = dive.train.Checkpointing(tmp_path)
+    with pytest.raises(dive.train.NonFiniteError) as error:
+        dive.train.train_adapter(module, step, batches, STAGE_CONFIG, desc="train toy", checkpoint=checkpoint)
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith("train toy, epoch 2: the training loss is not finite (loss = nan, loss_part = inf)")
+    assert all(bool(torch.isfinite(tensor).all()) for tensor in module.state_dict().values())  # no step taken
+    assert [path.name for path in checkpoint.saved_epochs()] == ["epoch-00001"]
+
+
+def test_weights_that_become_non_finite_stop_training_before_they_are_checkpointed(tmp_path):
+    module, step, batches = diverging_setup(bad_call=4, poison=inf_bias)  # the last step of epoch 1
+    checkpoint = dive.train.Checkpointing(tmp_path)
+    with pytest.raises(dive.train.NonFiniteError, match=r"epoch 1: the weights became NaN or infinite \(second.bias\)"):
+        dive.train.train_adapter(module, step, batches, STAGE_CONFIG, checkpoint=checkpoint)
+    assert not checkpoint.exists
+
+
+def test_a_method_with_non_finite_weights_refuses_to_save(tmp_path):
+    method = create_method("dive", **{**SETTINGS["dive"], "train": {**TRAIN, "epochs": 1}}).fit(toy_train_set())
+    with torch.no_grad():
+        next(method.module.parameters()).view(-1)[0] = float("nan")
+    with pytest.raises(DiveError, match="hold NaN or infinite values; not saved"):
+        method.save(tmp_path / "method")
+    assert not (tmp_path / "method" / "weights.safetensors").exists()
+
+
 # --- staged training ----------------------------------------------------------------------------
 
 

@@ -2,12 +2,15 @@
 
 One cell = (dataset, protocol, method, dim, seed). Each dataset is embedded once. A finished
 cell is appended to ``DIR/results.jsonl`` as soon as it completes (see
-:mod:`dive.experiments.store`), so an interrupted run resumes where it stopped.
+:mod:`dive.experiments.store`), so an interrupted run resumes where it stopped. A rerun with
+settings that change a finished cell's numbers (epochs, overrides, mining, split, tuning) is
+refused rather than passing the old numbers off as the new ones.
 One process at a time may run a grid into a folder: a second one would redo the first one's cells.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field, replace
@@ -18,12 +21,14 @@ from typing import Any, Iterator
 from dive.config import parse_assignments, read_config_file
 from dive.data import MiningConfig, SplitConfig
 from dive.encode import EncodeConfig
+from dive.errors import DiveError
 from dive.evaluate import DEFAULT_KS
 from dive.experiments.plots import make_figures
 from dive.experiments.report import build_report
-from dive.experiments.run import CodecChoice, ExperimentSpec, load_data, model_label, run_cells
+from dive.experiments.run import CodecChoice, ExperimentSpec, load_data, model_label, recorded_settings, run_cells
 from dive.experiments.store import (CELL_FIELDS, LOCK_FILE, RESULTS_FILE, append_result, cell_key,  # noqa: F401
-                                    check_one_model, folder_lock, merge_results, read_results, repair)
+                                    cell_settings, check_one_model, folder_lock, merge_results, read_results,
+                                    repair)
 from dive.experiments.tune import tune_dive
 from dive.methods import REGISTRY, method_class
 from dive.quantize import codec_class
@@ -148,7 +153,7 @@ def _run_missing_cells(spec: GridSpec) -> list[dict[str, Any]]:
     path = spec.out / RESULTS_FILE
     records = read_results(path)
     repair(path, records)
-    done = {cell_key(record) for record in records}
+    done = {cell_key(record): record for record in records}
     for dataset in spec.datasets:
         base = ExperimentSpec(dataset=dataset, ks=spec.ks, data_dir=spec.data_dir, encode=spec.encode,
                               mining=spec.mining, split=spec.split, vectors=spec.vectors.get(dataset))
@@ -156,24 +161,55 @@ def _run_missing_cells(spec: GridSpec) -> list[dict[str, Any]]:
         data = load_data(base)
         tuned = _tuned_overrides(spec, base, data)
         todo = []
-        for cell in cells(spec, data[1].dim):
-            missing = [label for label in spec.codecs if (data[0].name, *cell, label) not in done]
-            if missing:
-                todo.append((*cell, missing))
-        log.info("%s: %d cells to run, %d already done", dataset, len(todo), len(done))
-        for number, (protocol, method, dim, seed, labels) in enumerate(todo, start=1):
-            log.info("[%s %d/%d] %s %s dim %d seed %d codecs %s", dataset, number, len(todo), protocol, method,
-                     dim, seed, ",".join(labels))
+        for protocol, method, dim, seed in cells(spec, data[1].dim):
             overrides = _overrides(spec, method)
             if method_class(method).tunable:
                 overrides.update(tuned)
             cell = replace(base, method=method, dim=dim, protocol=protocol, seed=seed, overrides=overrides)
+            keys = {label: (data[0].name, protocol, method, dim, seed, label) for label in spec.codecs}
+            for key in keys.values():
+                if key in done:
+                    check_same_settings(done[key], cell, data[0].name, path)
+            missing = [label for label, key in keys.items() if key not in done]
+            if missing:
+                todo.append((cell, missing))
+        log.info("%s: %d cells to run, %d already done", dataset, len(todo), len(done))
+        for number, (cell, labels) in enumerate(todo, start=1):
+            log.info("[%s %d/%d] %s %s dim %d seed %d codecs %s", dataset, number, len(todo), cell.protocol,
+                     cell.method, cell.dim, cell.seed, ",".join(labels))
             for label, result in zip(labels, run_cells(cell, [parse_codec(label) for label in labels], data)):
                 record = result.record
                 record["codec_label"] = label
                 append_result(path, record)
                 records.append(record)
     return records
+
+
+def check_same_settings(record: dict[str, Any], cell: ExperimentSpec, dataset_name: str, path: Path) -> None:
+    """Refuse to count ``record`` as cell ``cell`` done when it was run with other settings (e.g. epochs):
+    its numbers are not the ones asked for. Fields an older record lacks are not compared."""
+    recorded = cell_settings(record)
+    as_json = json.loads(json.dumps(recorded_settings(cell, dataset_name)))  # tuples become lists, as in the file
+    expected = {name: value for name, value in cell_settings(as_json).items() if name in recorded}
+    if recorded == expected:
+        return
+    old, new = _flat(recorded), _flat(expected)
+    differences = [f"{name} {old.get(name, 'unset')}, now {new.get(name, 'unset')}"
+                   for name in sorted(old.keys() | new.keys()) if old.get(name) != new.get(name)]
+    raise DiveError(f"{path}: its {dataset_name} {cell.protocol} {cell.method} dim {cell.dim} seed {cell.seed} cell "
+                    f"was run with other settings ({'; '.join(differences[:3])}); use another --out folder "
+                    "or the same settings")
+
+
+def _flat(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"config": {"train": {"epochs": 1}}}`` -> ``{"config.train.epochs": 1}``."""
+    flat: dict[str, Any] = {}
+    for name, value in settings.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{name}."))
+        else:
+            flat[f"{prefix}{name}"] = value
+    return flat
 
 
 def write_report(out: Path, wall_seconds: float | None = None) -> Path:

@@ -7,13 +7,12 @@ record (K-fold: metrics are fold means and ``folds`` lists each fold). :func:`ru
 scores several codecs on one fit and returns each record beside its fitted pipelines
 (:class:`CellResult`); :func:`run_experiment` is the single-codec cell that ``dive evaluate``
 runs, and :func:`train_and_save` is what ``dive train`` runs: the same cell, saved into a run
-folder with per-epoch checkpoints that are removed once it completes.
+folder with per-epoch checkpoints, of which dive removes what it wrote once the run completes.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,6 +31,7 @@ from dive.methods import Method, create_method, method_class
 from dive.methods.base import TorchAdapter
 from dive.pipeline import Pipeline
 from dive.quantize import Codec, create_codec
+from dive.train import Checkpointing, NonFiniteError
 from dive.utils import configure_threads, machine, seed_everything, versions, write_json
 
 log = logging.getLogger(__name__)
@@ -232,12 +232,21 @@ def _record(spec: ExperimentSpec, dataset_name: str, input_dim: int, folds: list
     return record
 
 
+def recorded_settings(spec: ExperimentSpec, dataset_name: str) -> dict[str, Any]:
+    """The settings fields the record of cell ``spec`` will hold (``config``, ``mining``, ``split_config``,
+    ``model``, as :func:`_record` writes them), known before the cell runs."""
+    return {"config": to_dict(build_method(spec, dataset_name).config), "mining": to_dict(spec.mining),
+            "split_config": to_dict(spec.split), "model": model_label(spec)}
+
+
 def run_experiment(spec: ExperimentSpec, data: tuple[BeirDataset, Embeddings] | None = None,
                    fitted: Pipeline | None = None) -> dict[str, Any]:
     """Run the cell ``spec`` (with ``spec.codec``); ``fitted`` evaluates a loaded pipeline without training.
 
     With ``spec.out`` the fitted pipeline(s) and ``result.json`` are saved there.
     """
+    if spec.out:
+        check_folder_path(spec.out, "--out")
     codec: CodecChoice = (spec.codec, spec.codec_settings) if spec.codec else None
     if fitted is not None and codec is None:
         codec = fitted.codec
@@ -257,15 +266,39 @@ def train_and_save(spec: ExperimentSpec, data: tuple[BeirDataset, Embeddings] | 
 
     The folder is ``spec.out`` (default :meth:`ExperimentSpec.default_out`). Torch adapters save
     their state after every epoch into ``spec.checkpoint_dir`` (default ``OUT/checkpoints``; none
-    with ``checkpoints=False``), which :func:`remove_checkpoints` deletes once the run is saved.
-    ``spec.resume`` continues from those checkpoints, which must exist.
+    with ``checkpoints=False``), one sub-folder per split; :func:`remove_checkpoints` deletes what
+    dive wrote there once the run is saved, or once training diverged (nothing could resume from
+    it). ``spec.resume`` continues from those checkpoints, which must exist; without it, older
+    checkpoints there are discarded and training starts over.
     """
+    owned = spec.checkpoint_dir is None  # the default folder is dive's; one the user named may hold their files
     spec = with_run_folders(spec, checkpoints)
+    for path, flag in ((spec.out, "--out"), (spec.checkpoint_dir, "--checkpoint-dir")):
+        if path is not None:
+            check_folder_path(path, flag)
     if spec.resume and (spec.checkpoint_dir is None or not Path(spec.checkpoint_dir).is_dir()):
         raise DiveError(f"--resume: no checkpoints in {spec.checkpoint_dir} (was the run started with them?)")
-    record = run_experiment(spec, data)
-    remove_checkpoints(spec.checkpoint_dir)  # the run is complete and saved
+    created = [folder for folder in (_first_missing(spec.out), _first_missing(spec.checkpoint_dir)) if folder]
+    data = data or load_data(spec)
+    split_names = [split.name for split in make_splits(data[0], spec.protocol, spec.split)]
+    try:
+        record = run_experiment(spec, data)
+    except NonFiniteError:
+        _clean_up(spec, split_names, owned, created)
+        raise
+    _clean_up(spec, split_names, owned, created)  # the run is complete and saved
     return record
+
+
+def _clean_up(spec: ExperimentSpec, split_names: list[str], owned: bool, created: list[Path]) -> None:
+    """Remove the run's checkpoints, then the folders this run created on the way to them, if left empty."""
+    if spec.checkpoint_dir is not None:
+        root = Path(spec.checkpoint_dir)
+        remove_checkpoints(root, split_names, owned or any(top in (root, *root.parents) for top in created))
+    for top in created:
+        for folder in {Path(spec.out), Path(spec.checkpoint_dir or spec.out)}:
+            if top in (folder, *folder.parents):
+                _remove_empty(folder, top)
 
 
 def with_run_folders(spec: ExperimentSpec, checkpoints: bool = True) -> ExperimentSpec:
@@ -275,10 +308,58 @@ def with_run_folders(spec: ExperimentSpec, checkpoints: bool = True) -> Experime
     return replace(spec, out=out, checkpoint_dir=checkpoint_dir)
 
 
-def remove_checkpoints(checkpoint_dir: str | Path | None) -> None:
-    """Delete a completed run's checkpoint folder: the whole folder, with whatever else it holds."""
-    if checkpoint_dir is not None:
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+def check_folder_path(path: str | Path, flag: str) -> None:
+    """Refuse a folder path that is, or lies below, something other than a folder."""
+    for part in (Path(path), *Path(path).parents):
+        if part.exists() or part.is_symlink():
+            if not part.is_dir():
+                raise DiveError(f"{flag} {path}: {part} is not a folder")
+            return
+
+
+def remove_checkpoints(checkpoint_dir: str | Path | None, split_names: list[str], owned: bool) -> None:
+    """Delete what dive's checkpointing wrote into ``checkpoint_dir``, and nothing else.
+
+    Each split's folder ``checkpoint_dir/<split>`` and its stage sub-folders lose their ``epoch-N``
+    checkpoints and ``.epoch-*`` scratch (see :meth:`~dive.train.Checkpointing.discard`); a folder
+    that held some is removed once empty, and ``checkpoint_dir`` itself only when empty and
+    ``owned`` (dive made it). Anything else in them (a user's files) stays.
+    """
+    if checkpoint_dir is None:
+        return
+    root = Path(checkpoint_dir)
+    for name in split_names:
+        split = root / name
+        if not split.is_dir() or split.is_symlink():
+            continue
+        stages = [path for path in split.iterdir() if path.is_dir() and not path.is_symlink()]
+        held = [folder for folder in [*stages, split] if Checkpointing(folder).discard()]
+        for folder in held:
+            _remove_empty(folder, split if folder != split else folder)
+    if owned:
+        _remove_empty(root, root)
+
+
+def _first_missing(path: str | Path | None) -> Path | None:
+    """The topmost folder of ``path`` that does not exist yet (what creating ``path`` would make)."""
+    missing = None
+    if path is not None:
+        for part in (Path(path), *Path(path).parents):
+            if part.exists() or part.is_symlink():
+                break
+            missing = part
+    return missing
+
+
+def _remove_empty(folder: Path, top: Path) -> None:
+    """Remove ``folder`` and its parents up to ``top`` (one of them) while each is an empty folder."""
+    for path in (folder, *folder.parents):
+        if path.is_dir() and not path.is_symlink():
+            if any(path.iterdir()):
+                return
+            path.rmdir()
+        if path == top:
+            return
 
 
 def _save(pipelines: list[Pipeline], split_names: list[str], out: str) -> list[str]:

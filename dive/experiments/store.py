@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from dive.errors import DiveError
+from dive.train import result_settings
 from dive.utils import atomic_path
 
 log = logging.getLogger(__name__)
@@ -25,8 +26,22 @@ LOCK_FILE = ".lock"
 CELL_FIELDS = ("dataset", "protocol", "method", "dim", "seed", "codec_label")
 
 
+SETTINGS_FIELDS = ("config", "mining", "split_config", "model")
+"""Record fields that, beside the cell key, decide a cell's numbers: the method's full config (epochs,
+loss settings, selection rule), negative mining, the split, and the embedding model."""
+
+
 def cell_key(record: dict[str, Any]) -> tuple:
     return tuple(record.get(name, "none") for name in CELL_FIELDS)
+
+
+def cell_settings(record: dict[str, Any]) -> dict[str, Any]:
+    """The :data:`SETTINGS_FIELDS` of a record that has them (older records may lack some), without the
+    training settings that change only what is shown (``train.progress``)."""
+    settings = {name: record[name] for name in SETTINGS_FIELDS if name in record}
+    if isinstance(settings.get("config"), dict):
+        settings["config"] = result_settings(settings["config"])
+    return settings
 
 
 def read_results(path: Path) -> list[dict[str, Any]]:

@@ -24,7 +24,7 @@ from dive.config import from_dict, to_dict
 from dive.data.sets import TrainSet, check_vectors
 from dive.errors import DiveError
 from dive.evaluate import evaluate_method
-from dive.train import Batch, Checkpointing, Stage, TrainConfig, batch_slices, train_stages
+from dive.train import Batch, Checkpointing, Stage, TrainConfig, batch_slices, result_settings, train_stages
 from dive.saved import read_saved, write_saved
 
 FORMAT = "dive-method/1"
@@ -209,6 +209,7 @@ class Method(ABC):
         """Write ``config.json`` + ``weights.safetensors`` into ``directory``, each atomically."""
         self.check_fitted("nothing to save")
         tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in self.tensors().items()}
+        _check_finite(tensors, self.name)
         return write_saved(directory, FORMAT, WEIGHTS_FILE,
                            lambda tmp: save_file(tensors, str(tmp), metadata={"format": FORMAT, "method": self.name}),
                            {"method": self.name, "input_dim": self.input_dim, "output_dim": self.output_dim,
@@ -220,6 +221,13 @@ class Method(ABC):
         method.input_dim = int(record["input_dim"])
         method.load_tensors(tensors)
         return method
+
+
+def _check_finite(tensors: dict[str, torch.Tensor], method: str) -> None:
+    """Refuse NaN or infinite weights: every vector they produced would be NaN."""
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise DiveError(f"{method}: weights {name!r} hold NaN or infinite values; not saved (training diverged?)")
 
 
 def read_method_folder(directory: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -260,7 +268,8 @@ class TorchAdapter(Method):
         """The :class:`~dive.train.Checkpointing` of this fit (``part`` names a sub-run, e.g. a stage)."""
         if self.checkpoint_dir is None:
             return None
-        settings = json.dumps({"method": self.name, "config": to_dict(self.config), "part": part}, sort_keys=True)
+        settings = json.dumps({"method": self.name, "config": result_settings(to_dict(self.config)), "part": part},
+                              sort_keys=True)
         fingerprint = hashlib.sha256(settings.encode() + train_set.fingerprint().encode()).hexdigest()
         return Checkpointing(self.checkpoint_dir / part if part else self.checkpoint_dir, self.resume, fingerprint)
 

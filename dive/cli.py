@@ -26,13 +26,13 @@ from dive.evaluate import DEFAULT_KS
 from dive.experiments import (PRESETS, ExperimentSpec, GridSpec, load_data, merge_results, reproduce,
                               run_experiment, train_and_save, write_report)
 from dive.experiments.report import format_result
-from dive.experiments.tune import DEFAULT_TRIALS, default_tuned_path, tune_dive
+from dive.experiments.tune import DEFAULT_TRIALS, default_tuned_path, tune
 from dive.export import export_onnx, export_sentence_transformers
 from dive.index import DEFAULT_TOP_K, build_index, load_index
 from dive.methods import REGISTRY, method_class
 from dive.pipeline import Pipeline
 from dive.quantize import CODECS
-from dive.train import TrainConfig
+from dive.train import SELECTION_RULES, TrainConfig
 
 DESCRIPTION = """dive compresses frozen retrieval embeddings (any model) to 64-512 dims with a small
 trained adapter and measures, with real retrieval metrics, what search quality was kept."""
@@ -44,7 +44,7 @@ EPILOG = """examples:
   dive evaluate --dataset scifact --load runs/scifact-dive-128-heldout-seed0 --codec binary --rescore 100
   dive train --dataset scifact --method dive --dim 128 --codec int8 --json
   dive reproduce --preset quick --out runs/demo
-  dive tune --dataset scifact --dim 128 --trials 10 --out tuned.json && dive train ... --config tuned.json
+  dive tune --dataset scifact --method dive --dim 128 --trials 10 --out tuned.json && dive train ... --config tuned.json
   dive compress --pipeline runs/scifact-dive-128-heldout-seed0 --input vectors.npy --output small.npy
   dive export --pipeline runs/scifact-dive-128-heldout-seed0 --format onnx --out dive128.onnx
   dive index --pipeline runs/scifact-dive-128-heldout-seed0 --dataset scifact --out scifact.faiss
@@ -92,8 +92,10 @@ def _protocol_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--folds", type=int, default=SplitConfig.n_folds,
                        help=f"folds for test-only datasets (default {SplitConfig.n_folds})")
     group.add_argument("--validation-fraction", type=float, default=SplitConfig.validation_fraction,
-                       help=f"share of train queries held out for validation/early stopping "
-                            f"(default {SplitConfig.validation_fraction})")
+                       help=f"share of train queries held out for model selection and tuning "
+                            f"(default {SplitConfig.validation_fraction}; at least "
+                            f"{SplitConfig.min_validation_queries} queries, up to "
+                            f"{SplitConfig.max_validation_fraction * 100:.0f}%% of them)")
     group.add_argument("--codec", choices=list(CODECS),
                        help="post-hoc codec after the method (default: none, float32); bytes_per_vector is reported")
     group.add_argument("--rescore", type=int, help="binary codec: re-rank the top N Hamming candidates")
@@ -114,8 +116,13 @@ def _training_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--lr", type=float, help=f"AdamW learning rate (paper: {TrainConfig.lr:g})")
     group.add_argument("--weight-decay", type=float,
                        help=f"AdamW weight decay (torch default {TrainConfig.weight_decay})")
-    group.add_argument("--early-stopping", type=int, metavar="PATIENCE",
-                       help="stop after PATIENCE epochs without a better validation nDCG@10 (default: off)")
+    group.add_argument("--selection", choices=SELECTION_RULES,
+                       help="which weights to keep: validation = the best validation nDCG@10, the untrained start "
+                            "included (heldout default; the validation slice comes from the train queries); "
+                            "last = the last of --epochs (the paper protocol's rule)")
+    group.add_argument("--patience", type=int,
+                       help=f"with --selection validation: stop after this many epochs without a better "
+                            f"validation nDCG@10, 0 = never (default {TrainConfig.patience})")
     group.add_argument("--margin", type=float, help="DIVE hinge margin m (Table 8 per dataset)")
     group.add_argument("--lambda", dest="lambda_contrast", type=float, help="DIVE contrastive weight lambda")
     group.add_argument("--temperature", type=float, help="DIVE NT-Xent temperature tau")
@@ -210,8 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
                                             f"default {','.join(field_default(GridSpec, 'codecs'))}")
     reproduce.add_argument("--out", required=True, help="folder for results.jsonl, report.md and figures")
     reproduce.add_argument("--tune", type=int, default=GridSpec.tune_trials, metavar="TRIALS",
-                           help=f"tune DIVE per dataset on the validation slice with TRIALS trials first "
-                                f"(default {GridSpec.tune_trials}: off)")
+                           help=f"first tune every method that has a search space, per dataset, on the validation "
+                                f"slice with TRIALS trials each (the same budget for all; default "
+                                f"{GridSpec.tune_trials}: off)")
     reproduce.add_argument("--report-only", action="store_true", help="rebuild report.md and figures, run nothing")
     reproduce.add_argument("--merge-from", action="append", default=[], metavar="RESULTS_JSONL",
                            help="first add the cells of another results.jsonl to DIR (a grid split by --methods "
@@ -226,15 +234,17 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     tune = commands.add_parser(
-        "tune", help="choose DIVE's margin, lambda, tau and heads on the validation slice",
-        description="Random search over DIVE's search space (the paper's Table 8 setting first). Each trial trains on "
-                    "the heldout training queries and is scored on the validation slice carved from them; test "
-                    "queries are never used. Writes the best settings as JSON for `dive train --config`.")
+        "tune", help="choose a method's settings (DIVE: margin, lambda, tau, heads) on the validation slice",
+        description="Optuna TPE search (seeded) over the method's search space, its defaults tried first (`dive "
+                    "methods` lists which methods have one). Each trial trains on the heldout training queries and is "
+                    "scored on the validation slice carved from them; test queries are never used. The study is "
+                    "stored beside --out (OUT.optuna.db), so rerunning the command resumes it. Writes the best "
+                    "settings as JSON for `dive train --config`, and every trial to OUT.trials.json.")
     _data_arguments(tune)
     _protocol_arguments(tune)
     _training_arguments(tune)
     tune.add_argument("--trials", type=int, default=DEFAULT_TRIALS,
-                      help=f"number of settings tried (default {DEFAULT_TRIALS})")
+                      help=f"settings tried in all, a resumed study's included (default {DEFAULT_TRIALS})")
 
     compress = commands.add_parser(
         "compress", help="apply a saved pipeline to a .npy or Parquet file of vectors, streaming in chunks",
@@ -310,7 +320,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     overrides.pop("dim", None)
     train = dict(overrides.pop("train", {}))
     for flag, key in (("epochs", "epochs"), ("batch_size", "batch_size"), ("lr", "lr"),
-                      ("weight_decay", "weight_decay"), ("early_stopping", "early_stopping_patience")):
+                      ("weight_decay", "weight_decay"), ("selection", "selection"),
+                      ("patience", "patience")):
         if getattr(args, flag) is not None:
             train[key] = getattr(args, flag)
     if args.device != TrainConfig.device:
@@ -379,11 +390,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_tune(args: argparse.Namespace) -> None:
-    if args.method != "dive":
-        raise DiveError("dive tune searches DIVE's settings only (--method dive)")
-    spec = _spec(args, "dive", _overrides(args))
+    spec = _spec(args, args.method, _overrides(args))
     out = args.out or default_tuned_path(spec)
-    settings = tune_dive(spec, load_data(spec), args.trials, out=out)
+    settings = tune(spec, load_data(spec), args.trials, out=out)
     print(json.dumps(settings) if args.json else f"best settings {settings} written to {out}")
 
 

@@ -42,17 +42,29 @@ ParameterFilter = Callable[[str], bool]
 """Selects parameters by their ``module.named_parameters()`` name (True = trains)."""
 
 
+SELECTION_RULES = ("validation", "last")
+"""How the kept weights are chosen: see :attr:`TrainConfig.selection`."""
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation settings shared by every torch adapter.
 
     Defaults are the DIVE paper's common budget for all adapters (Section 4.1: "50 epochs with
     AdamW (lr=2e-4, batch size=128)"); weight decay is torch's AdamW default (0.01), which the
-    paper does not change.
+    paper does not change. Model selection is SPEC "Protocols" (model selection).
 
     Attributes:
-        early_stopping_patience: stop after this many epochs without a better validation
-            nDCG@10 and keep the best weights; 0 (default) trains all epochs, as the paper.
+        epochs: the most epochs to train (the paper's fixed 50).
+        selection: ``validation`` (default): when the training set has a validation slice (the
+            ``heldout`` protocol), score validation nDCG@10 before training (the untrained start)
+            and after every epoch, and keep the best (ties to the earlier epoch); without a
+            slice (the ``paper`` protocol) train all ``epochs`` and keep the last, as the paper.
+            ``last``: always train all ``epochs`` and keep the last.
+        patience: with ``validation`` selection, stop after this many epochs without a better
+            validation score; 0 trains all ``epochs`` (and still keeps the best). Default 5
+            epochs: at batch 128 an epoch is 30-40 steps on scifact and cranfield, so this is
+            about the 125-step patience of Search-Adaptor's public re-implementations.
     """
 
     epochs: int = 50
@@ -61,7 +73,8 @@ class TrainConfig:
     weight_decay: float = 0.01
     seed: int = 0
     device: str = "cpu"
-    early_stopping_patience: int = 0
+    selection: str = "validation"
+    patience: int = 5
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -69,6 +82,10 @@ class TrainConfig:
             raise DiveError("epochs must be >= 1 and batch_size >= 2")
         if self.lr <= 0:
             raise DiveError("lr must be positive")
+        if self.selection not in SELECTION_RULES:
+            raise DiveError(f"selection must be one of {', '.join(SELECTION_RULES)}, not {self.selection!r}")
+        if self.patience < 0:
+            raise DiveError("patience must be >= 0")
 
 
 DISPLAY_ONLY_SETTINGS = frozenset({"progress"})
@@ -166,11 +183,49 @@ def _is_scratch(path: Path) -> bool:
 
 
 @dataclass
+class Selection:
+    """Which weights a training run (one stage) kept, and by which rule (recorded with every result).
+
+    Attributes:
+        rule: ``validation`` (best validation nDCG@10, the untrained start included) or ``last``.
+        kept_epoch: the epoch whose weights were kept, counted within the stage; 0 = the start.
+        epochs_run: epochs trained before the stage ended (fewer than asked when patience ran out).
+        patience: epochs without a better validation score that ended the stage (0: never).
+        start_score: validation nDCG@10 of the start (``validation`` rule only).
+        kept_score: validation nDCG@10 of the kept weights (``validation`` rule only).
+    """
+
+    rule: str
+    kept_epoch: int
+    epochs_run: int
+    patience: int = 0
+    start_score: float | None = None
+    kept_score: float | None = None
+
+    def describe(self) -> str:
+        if self.rule == "last":
+            return f"fixed {self.epochs_run} epochs, last kept"
+        return (f"best validation nDCG@10 of epochs 0-{self.epochs_run} (patience {self.patience}): "
+                f"epoch {self.kept_epoch} kept")
+
+
+class History(list):
+    """Per-epoch records (a plain list of dicts) and :attr:`selections`, one :class:`Selection` per stage."""
+
+    def __init__(self, records: Iterable[dict[str, float]] = (), selections: Sequence[Selection] = ()):
+        super().__init__(records)
+        self.selections: list[Selection] = list(selections)
+
+
+@dataclass
 class _LoopState:
     history: list[dict[str, float]]
     best_score: float = -np.inf
     best_state: dict[str, torch.Tensor] | None = None
+    kept_epoch: int = 0
+    start_score: float | None = None
     epochs_without_gain: int = 0
+    stopped: bool = False
 
 
 @dataclass(frozen=True)
@@ -189,6 +244,8 @@ class Stage:
         width: the output width this stage trains, if it has one: shown in the progress bar
             and recorded as ``stage_width`` in each history record.
         seed_offset: the stage's AdamW/numpy/torch seeding is ``train.seed + seed_offset``.
+        start: called before the stage trains (e.g. to initialise the stage's new layer from
+            what the previous stage kept); a resumed stage's checkpoint then overrides its effect.
     """
 
     epochs: int
@@ -198,20 +255,24 @@ class Stage:
     name: str = ""
     width: int | None = None
     seed_offset: int = 0
+    start: Callable[[], None] | None = None
 
 
 def train_stages(module: torch.nn.Module, stages: Sequence[Stage], epoch_batches: EpochBatches,
                  config: TrainConfig, validate: Callable[[], float] | None = None, desc: str = "train",
-                 checkpoint: Callable[[Stage], Checkpointing | None] | None = None) -> list[dict[str, float]]:
+                 checkpoint: Callable[[Stage], Checkpointing | None] | None = None) -> History:
     """Run ``stages`` in order on ``module``, each one :func:`train_adapter` call; return the history.
 
     Each stage gets a fresh AdamW and ``config`` with the stage's ``epochs`` and seed
-    ``config.seed + stage.seed_offset``; early stopping, when on, applies within each stage.
-    History records number epochs across stages and carry ``stage_width`` when the stage has a
-    width. ``checkpoint(stage)`` gives each stage's checkpointing (None: none).
+    ``config.seed + stage.seed_offset``; model selection, when on, applies within each stage
+    (each stage starts from the weights the previous one kept). History records number epochs
+    across stages and carry ``stage_width`` when the stage has a width; ``history.selections``
+    holds each stage's :class:`Selection`. ``checkpoint(stage)`` gives each stage's checkpointing.
     """
-    history: list[dict[str, float]] = []
+    history = History()
     for stage in stages:
+        if stage.start is not None:
+            stage.start()
         stage_config = replace(config, epochs=stage.epochs, seed=config.seed + stage.seed_offset)
         records = train_adapter(module, stage.step, stage.batches or epoch_batches, stage_config, validate,
                                 desc=desc if stage.width is None else f"{desc} {stage.width}d",
@@ -220,18 +281,21 @@ def train_stages(module: torch.nn.Module, stages: Sequence[Stage], epoch_batches
         done = len(history)
         width = {} if stage.width is None else {"stage_width": stage.width}
         history += [{**record, "epoch": done + record["epoch"], **width} for record in records]
+        history.selections += records.selections
     return history
 
 
 def train_adapter(module: torch.nn.Module, step: StepFn, epoch_batches: EpochBatches,
                   config: TrainConfig, validate: Callable[[], float] | None = None,
                   desc: str = "train", checkpoint: Checkpointing | None = None,
-                  trains: ParameterFilter | None = None) -> list[dict[str, float]]:
-    """Train ``module`` in place; return one record per epoch.
+                  trains: ParameterFilter | None = None) -> History:
+    """Train ``module`` in place; return one record per epoch (and the :class:`Selection` made).
 
     Each record holds ``epoch``, ``seconds``, the batch-size-weighted mean of every loss part
     the step returned, ``active_ratio`` when the step counts active triplets, and
-    ``val_ndcg@10`` when ``validate`` is given. With ``checkpoint``, the state is saved after
+    ``val_ndcg@10`` when ``validate`` is given and ``config.selection`` is ``validation``: then
+    the start is scored too, the best-scoring weights are kept (ties: the earlier) and training
+    stops after ``config.patience`` epochs without gain. With ``checkpoint``, the state is saved after
     every epoch and, with ``checkpoint.resume``, training continues after the saved epoch.
     With ``trains``, only the parameters it selects train (see :class:`Stage`).
     """
@@ -253,22 +317,28 @@ def train_adapter(module: torch.nn.Module, step: StepFn, epoch_batches: EpochBat
 
 def _train(module: torch.nn.Module, step: StepFn, epoch_batches: EpochBatches, config: TrainConfig,
            validate: Callable[[], float] | None, desc: str, checkpoint: Checkpointing | None,
-           parameters: Iterable[torch.nn.Parameter]) -> list[dict[str, float]]:
+           parameters: Iterable[torch.nn.Parameter]) -> History:
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     module.to(device)
     optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
     state = _LoopState(history=[])
+    if config.selection != "validation":
+        validate = None
     if checkpoint is not None and checkpoint.resume and checkpoint.exists:
         state = _restore_checkpoint(checkpoint, module, optimizer, rng, device)
         log.info("%s: resumed after epoch %d from %s", desc, len(state.history), checkpoint.directory)
-    elif checkpoint is not None:
-        checkpoint.discard()  # starting over: an older run's checkpoints would be resumed or overwritten
+    else:
+        if checkpoint is not None:
+            checkpoint.discard()  # starting over: an older run's checkpoints would be resumed or overwritten
+        if validate is not None:
+            module.eval()
+            state.start_score = float(validate())
+            _keep_if_better(state, state.start_score, 0, module)
     history = state.history
-    stopped = bool(history) and history[-1].get("stopped_early", False)
     first_epoch = len(history) + 1
-    bar = tqdm(range(first_epoch, config.epochs + 1 if not stopped else first_epoch), desc=desc,
+    bar = tqdm(range(first_epoch, config.epochs + 1 if not state.stopped else first_epoch), desc=desc,
                disable=not config.progress, unit="epoch", initial=first_epoch - 1, total=config.epochs)
     for epoch in bar:
         started = time.perf_counter()
@@ -279,31 +349,38 @@ def _train(module: torch.nn.Module, step: StepFn, epoch_batches: EpochBatches, c
         if validate is not None:
             module.eval()
             record["val_ndcg@10"] = float(validate())
+            _keep_if_better(state, record["val_ndcg@10"], epoch, module)
+            state.stopped = 0 < config.patience <= state.epochs_without_gain
         record["seconds"] = time.perf_counter() - started
         history.append(record)
         bar.set_postfix({k: f"{v:.4f}" for k, v in record.items() if k in ("loss", "active_ratio", "val_ndcg@10")})
-        stop = validate is not None and config.early_stopping_patience > 0 and _early_stop(state, record, module, config)
-        if stop:
-            record["stopped_early"] = True
-            log.info("early stopping at epoch %d (best val nDCG@10 %.4f)", epoch, state.best_score)
+        if state.stopped:
+            log.info("%s: no better validation nDCG@10 for %d epochs; stopped at epoch %d, keeping epoch %d (%.4f)",
+                     desc, config.patience, epoch, state.kept_epoch, state.best_score)
         if checkpoint is not None:
             _save_checkpoint(checkpoint, module, optimizer, rng, state)
-        if stop:
+        if state.stopped:
             break
-    if state.best_state is not None:
+    if validate is not None:
         module.load_state_dict(state.best_state)
     module.eval()
-    return history
+    return History(history, [_selection(state, config, validate is not None)])
 
 
-def _early_stop(state: _LoopState, record: dict[str, float], module: torch.nn.Module, config: TrainConfig) -> bool:
-    """Track the best validation score and its weights; True once patience runs out."""
-    if record["val_ndcg@10"] > state.best_score:
-        state.best_score, state.best_state = record["val_ndcg@10"], copy.deepcopy(module.state_dict())
+def _keep_if_better(state: _LoopState, score: float, epoch: int, module: torch.nn.Module) -> None:
+    """Keep ``module``'s weights as the best when ``score`` beats the best so far (ties keep the earlier)."""
+    if score > state.best_score:
+        state.best_score, state.best_state, state.kept_epoch = score, copy.deepcopy(module.state_dict()), epoch
         state.epochs_without_gain = 0
-        return False
-    state.epochs_without_gain += 1
-    return state.epochs_without_gain >= config.early_stopping_patience
+    else:
+        state.epochs_without_gain += 1
+
+
+def _selection(state: _LoopState, config: TrainConfig, validated: bool) -> Selection:
+    if not validated:
+        return Selection("last", kept_epoch=len(state.history), epochs_run=len(state.history))
+    return Selection("validation", state.kept_epoch, len(state.history), config.patience, state.start_score,
+                     state.best_score)
 
 
 def _save_checkpoint(checkpoint: Checkpointing, module: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -326,7 +403,8 @@ def _save_checkpoint(checkpoint: Checkpointing, module: torch.nn.Module, optimiz
                 {"fingerprint": checkpoint.fingerprint, "epoch": len(state.history), "history": state.history,
                  "numpy_rng": rng.bit_generator.state, "param_groups": optimizer_state["param_groups"],
                  "best_score": state.best_score if state.best_state is not None else None,
-                 "epochs_without_gain": state.epochs_without_gain})
+                 "kept_epoch": state.kept_epoch, "start_score": state.start_score,
+                 "epochs_without_gain": state.epochs_without_gain, "stopped": state.stopped})
     target = directory / f"epoch-{len(state.history):05d}"
     if _is_checkpoint(target):  # os.replace cannot rename onto a folder that is not empty
         shutil.rmtree(target)
@@ -358,7 +436,8 @@ def _restore_checkpoint(checkpoint: Checkpointing, module: torch.nn.Module, opti
     checkpoint.restore_extra(groups["extra"])
     best_state = {name: tensor.to(device) for name, tensor in groups["best"].items()} or None
     best_score = record["best_score"] if record.get("best_score") is not None else -np.inf
-    return _LoopState(list(record["history"]), best_score, best_state, int(record["epochs_without_gain"]))
+    return _LoopState(list(record["history"]), best_score, best_state, int(record["kept_epoch"]),
+                      record["start_score"], int(record["epochs_without_gain"]), bool(record["stopped"]))
 
 
 def _optimizer_state(flat: dict[str, torch.Tensor], device: torch.device) -> dict[int, dict[str, Any]]:

@@ -1,10 +1,12 @@
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from dive.data import (Embeddings, MiningConfig, SplitConfig, TrainSet, build_sampler, check_vectors,
                        load_beir, make_splits)
-from dive.data.splits import positive_only
+from dive.data.splits import Split, positive_only, without_near_duplicates
 from dive.errors import DiveError
 from helpers import random_unit, synthetic_embeddings, write_beir
 
@@ -96,7 +98,27 @@ def test_heldout_never_trains_or_validates_on_test_queries(scifact):
     assert not test_queries & set(split.train)
     assert not test_queries & set(split.validation)
     assert not set(split.train) & set(split.validation)
-    assert len(split.validation) == round(0.1 * len(positive_only(dataset.qrels["train"])))
+    assert len(split.validation) == round(0.2 * len(positive_only(dataset.qrels["train"])))
+
+
+@pytest.mark.parametrize("n_train,expected", [(809, 162), (180, 50), (100, 35), (40, 14), (1000, 200)])
+def test_the_validation_slice_is_a_fifth_with_a_floor_of_50_queries_capped_at_35_percent(n_train, expected):
+    assert SplitConfig().validation_size(n_train) == expected
+    assert SplitConfig(validation_fraction=0).validation_size(n_train) == 0
+
+
+def test_the_strict_view_drops_test_queries_with_a_near_duplicate_train_query():
+    vectors = random_unit(4, 16, seed=0)
+    near_copy = vectors[0] + 0.05 * random_unit(1, 16, seed=1)[0]
+    query_vectors = np.vstack([vectors, near_copy / np.linalg.norm(near_copy)]).astype(np.float32)
+    split = Split("fold-1", "heldout-strict", train={"q0": {"d0": 1}, "q1": {"d1": 1}}, validation={"q2": {"d2": 1}},
+                  test={"q3": {"d3": 1}, "q4": {"d0": 1}})
+    strict, dropped = without_near_duplicates(split, ["q0", "q1", "q2", "q3", "q4"], query_vectors, 0.9)
+    assert dropped == 1 and set(strict.test) == {"q3"} and strict.train == split.train
+    assert without_near_duplicates(split, ["q0", "q1", "q2", "q3", "q4"], query_vectors, 1.0)[1] == 0
+    with pytest.raises(DiveError, match="every test query has a near-duplicate"):
+        without_near_duplicates(replace(split, test={"q4": {"d0": 1}}), ["q0", "q1", "q2", "q3", "q4"],
+                                query_vectors, 0.9)
 
 
 def test_heldout_training_triplets_contain_no_test_query(scifact):

@@ -9,6 +9,9 @@ from dive.encode import save_embeddings
 from dive.errors import DiveError
 from dive.experiments import GridSpec, merge_results, read_results, reproduce
 from dive.experiments import grid as grid_module
+import dive.data
+import dive.experiments.tune
+from dive.methods import create_method, method_class
 
 
 @pytest.fixture(scope="module")
@@ -258,25 +261,39 @@ def test_a_preset_grid_takes_explicit_settings_and_training_settings_reach_every
     assert GridSpec.from_preset(tmp_path).overrides == {}
 
 
-def test_tune_uses_the_validation_slice_only_and_writes_a_reusable_config(scifact_slice, tmp_path, capsys):
+@pytest.mark.parametrize("method", ["dive", "search-adaptor"])
+def test_tune_uses_the_validation_slice_only_writes_a_reusable_config_and_resumes(scifact_slice, tmp_path, capsys,
+                                                                                  method, monkeypatch):
     from dive.cli import main
-    from dive.experiments.tune import SEARCH_SPACE
 
+    space = method_class(method).search_space
     folder, vectors = scifact_slice
     out = tmp_path / "tuned.json"
-    assert main(["tune", "--dataset", str(folder), "--vectors", str(vectors), "--dim", "32", "--hidden", "32",
-                 "--epochs", "1", "--trials", "3", "--no-progress", "--out", str(out), "--json"]) == 0
+    argv = ["tune", "--dataset", str(folder), "--vectors", str(vectors), "--method", method, "--dim", "32",
+            "--hidden", "32", "--epochs", "1", "--no-progress", "--out", str(out), "--json"]
+    scored = []
+    evaluate = dive.experiments.tune.evaluate_method
+    monkeypatch.setattr(dive.experiments.tune, "evaluate_method",
+                        lambda m, eval_set, *a: scored.append(set(eval_set.query_ids)) or evaluate(m, eval_set, *a))
+    assert main([*argv, "--trials", "2"]) == 0
+    assert main([*argv, "--trials", "3"]) == 0  # resumes the stored study: one more trial
+    dataset = dive.data.load_beir(folder)
+    split = dive.data.make_splits(dataset, "heldout")[0]
+    assert scored and all(queries == set(split.validation) for queries in scored)  # never a test query
+    assert not set(split.validation) & set(split.test)
     settings = json.loads(out.read_text())
-    assert set(settings) == set(SEARCH_SPACE)
+    assert set(settings) == set(space)
     trials = json.loads(out.with_suffix(".trials.json").read_text())
-    assert len(trials["trials"]) == 3 and trials["objective"] == "validation nDCG@10"
-    assert trials["trials"][0]["margin"] == 1.0  # Table 8 for scifact is always tried first
+    assert len(trials["trials"]) == 3 and len(scored) == 3 and trials["objective"] == "validation nDCG@10"
+    defaults = create_method(method, "scifact").config
+    assert all(trials["trials"][0][name] == getattr(defaults, name) for name in space)  # defaults tried first
     assert max(t["val_ndcg@10"] for t in trials["trials"]) == next(
-        t["val_ndcg@10"] for t in trials["trials"] if all(t[k] == settings[k] for k in SEARCH_SPACE))
+        t["val_ndcg@10"] for t in trials["trials"] if all(t[k] == settings[k] for k in space))
     capsys.readouterr()
-    record = json.loads(_run(main, capsys, ["train", "--dataset", str(folder), "--vectors", str(vectors), "--dim", "32",
-                                            "--hidden", "32", "--epochs", "1", "--config", str(out), "--json",
-                                            "--no-progress", "--out", str(tmp_path / "r")]))
+    record = json.loads(_run(main, capsys, ["train", "--dataset", str(folder), "--vectors", str(vectors),
+                                            "--method", method, "--dim", "32", "--hidden", "32", "--epochs", "1",
+                                            "--config", str(out), "--json", "--no-progress",
+                                            "--out", str(tmp_path / "r")]))
     assert all(record["config"][k] == v for k, v in settings.items())
 
 

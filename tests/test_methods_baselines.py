@@ -17,7 +17,7 @@ from dive.data.sets import EvalSet, TrainSet
 from dive.data.triplets import MiningConfig, build_sampler
 from dive.errors import DiveError
 from dive.evaluate import evaluate_method, evaluate_vectors
-from dive.losses import Memory, NestedWidthsLoss, SimilarityPreservationLoss
+from dive.losses import Memory, NestedWidthsLoss, SimilarityPreservationLoss, softplus_ranking_loss
 from dive.methods import create_method, load_method
 from dive.methods.autoencoder import Autoencoder
 from dive.methods.dive import Dive
@@ -84,7 +84,8 @@ def test_fit_transform_gives_unit_vectors_and_save_load_round_trips(name, train_
     assert type(loaded) is type(method) and loaded.config == method.config
     np.testing.assert_array_equal(loaded.transform(vectors), out)
     if name != "pca":
-        assert len(method.history) == method.config.train.epochs
+        stages = len(method.stages(train_set)) if name == "smec" else 1  # SMEC: up to train.epochs per stage
+        assert len(method.history) == stages * method.config.train.epochs  # no validation slice: every epoch
         assert all(np.isfinite(record["loss"]) for record in method.history)
 
 
@@ -156,26 +157,56 @@ def test_matryoshka_unsupervised_only_fits_on_corpus_vectors_alone(train_set):
 # --- Search-Adaptor -------------------------------------------------------------------------
 
 
-def test_search_adaptor_output_is_normalised_prefix_of_the_residual():
+def test_search_adaptor_starts_as_truncation_and_outputs_the_normalised_prefix_of_the_residual():
     method = SearchAdaptor(dim=K, hidden=16)
     method.input_dim, method.module = DIM, method.build(DIM)
     vectors = random_unit(20, DIM)
-    with torch.no_grad():
-        residual = torch.from_numpy(vectors) + method.module.net(torch.from_numpy(vectors))
-    assert not torch.allclose(residual, torch.from_numpy(vectors))  # Xavier: not the identity
-    np.testing.assert_allclose(method.transform(vectors), F.normalize(residual[:, :K], dim=1).numpy(), atol=1e-6)
-    torch.nn.init.zeros_(method.module.net[2].weight)
-    torch.nn.init.zeros_(method.module.net[2].bias)
     expected = vectors[:, :K] / np.linalg.norm(vectors[:, :K], axis=1, keepdims=True)
-    np.testing.assert_allclose(method.transform(vectors), expected, atol=1e-6)
+    np.testing.assert_allclose(method.transform(vectors), expected, atol=1e-6)  # zero last layer: truncation
+    torch.nn.init.normal_(method.module.adapter.net[2].weight)
+    with torch.no_grad():
+        residual = torch.from_numpy(vectors) + method.module.adapter.net(torch.from_numpy(vectors))
+    np.testing.assert_allclose(method.transform(vectors), F.normalize(residual[:, :K], dim=1).numpy(), atol=1e-6)
 
 
-def test_search_adaptor_loss_is_softplus_ranking_plus_l1_recovery():
-    method = SearchAdaptor(dim=K, hidden=16)
+def test_search_adaptor_loss_is_graded_ranking_plus_per_vector_recovery_plus_query_prediction():
+    method = SearchAdaptor(dim=K, hidden=16, alpha=0.3, beta=0.2)
+    method.module = method.build(DIM)
+    torch.nn.init.normal_(method.module.adapter.net[2].weight, std=0.1)
+    vectors = (unit_rows(5, seed=1), unit_rows(5, seed=2), unit_rows(5, seed=3))
+    weight, grade = torch.tensor([1.0, 2.0, 1.0, 3.0, 1.0]), torch.tensor([1.0, 2.0, 3.0, 3.0, 1.0])
+    parts = method.step((*vectors, weight, grade))
+    out = [part + method.module.adapter.net(part) for part in vectors]
+    q, hi, lo = (F.normalize(o[:, :K], dim=1) for o in out)
+    rank = (weight * torch.log1p(torch.exp((q * lo).sum(1) - (q * hi).sum(1)))).mean()
+    rec = sum((o - x).abs().sum(1).mean() for o, x in zip(out, vectors)) / 3
+    pred = (grade * (q - method.module.predictor(hi)).abs().sum(1)).mean()
+    assert parts["loss"].item() == pytest.approx((rank + 0.3 * rec + 0.2 * pred).item(), rel=1e-5)
+
+
+def test_graded_pairs_weight_each_candidate_pair_by_its_grade_difference():
+    docs = random_unit(30, DIM, 0)
+    queries = random_unit(2, DIM, 1)
+    qrels = {"q0": {"d0": 3, "d1": 1, "d2": 1}, "q1": {"d3": 2}}
+    sampler = build_sampler(["q0", "q1"], queries, [f"d{i}" for i in range(30)], docs, qrels,
+                            MiningConfig(negatives="random", negatives_per_positive=2))
+    rows, weights, grades = sampler.graded_pairs(np.random.default_rng(0))
+    with_negatives = rows[: len(sampler)]
+    assert {(int(q), int(p)) for q, p, _ in with_negatives} == {(0, 0), (0, 1), (0, 2), (1, 3)}
+    assert all(n not in ({0, 1, 2} if q == 0 else {3}) for q, _, n in with_negatives)  # never relevant to q
+    expected = {(0, 0, 1): 2.0, (0, 0, 2): 2.0}  # the relevant pairs of q0 whose grades differ
+    assert {tuple(map(int, row)): float(w) for row, w in zip(rows[len(sampler):], weights[len(sampler):])} == expected
+    assert all(float(w) == float(g) for (q, p, _), w, g in zip(with_negatives, weights, grades))
+    assert float(grades[len(sampler)]) == 3.0
+
+
+def test_search_adaptor_dive_appendix_recipe_is_the_dive_papers_restatement():
+    method = SearchAdaptor(dim=K, hidden=16, recipe="dive-appendix")
     method.module = method.build(DIM)
     batch = (unit_rows(5, seed=1), unit_rows(5, seed=2), unit_rows(5, seed=3))
     parts = method.step(batch)
-    out = [part + method.module.net(part) for part in batch]
+    out = [part + method.module.adapter.net(part) for part in batch]
+    assert not torch.allclose(out[0], batch[0])  # Xavier: not the identity
     q, p, n = (F.normalize(o[:, :K], dim=1) for o in out)
     rank = torch.log1p(torch.exp((q * n).sum(1) - (q * p).sum(1))).mean()
     rec = sum((o - x).abs().mean() for o, x in zip(out, batch)) / 3
@@ -200,7 +231,7 @@ def test_smec_stage_epochs_give_the_last_stage_the_most(epochs, expected):
 
 
 def test_smec_keeps_the_top_k_gated_dims_sorted_by_index():
-    method = Smec(dim=K, hidden=16)
+    method = Smec(dim=K, hidden=16, recipe="dive-appendix")
     method.input_dim, method.module = DIM, method.build(DIM)
     assert method.module.kept(K).tolist() == list(range(K))  # zero logits: ties -> first k dims
     logits = torch.randn(DIM, generator=torch.Generator().manual_seed(0))
@@ -215,7 +246,7 @@ def test_smec_keeps_the_top_k_gated_dims_sorted_by_index():
 
 
 def test_smec_straight_through_gate_keeps_values_and_trains_the_logits():
-    module = Smec(dim=K, hidden=16).build(DIM)
+    module = Smec(dim=K, hidden=16, recipe="dive-appendix").build(DIM)
     vectors = unit_rows(10)
     module.eval()
     evaluated = module(vectors, K)
@@ -236,7 +267,7 @@ def test_smec_memory_is_a_fifo_of_the_latest_vectors():
 
 
 def test_smec_xbm_loss_matches_a_hand_computation():
-    method = Smec(dim=K, hidden=16, neighbours=3)
+    method = Smec(dim=K, hidden=16, neighbours=3, recipe="dive-appendix")
     method.module = method.build(DIM)
     memory = unit_rows(12, seed=7)
     anchors = torch.cat([unit_rows(3, seed=8), memory[:1]])  # the last anchor is also in memory
@@ -253,17 +284,67 @@ def test_smec_xbm_loss_matches_a_hand_computation():
     assert loss == pytest.approx(np.mean(expected), rel=1e-5)
 
 
-def test_smec_history_runs_its_stages_in_order(train_set):
-    method = Smec(dim=K, hidden=16, train={**TRAIN, "epochs": 5}).fit(train_set)
+def test_smec_dive_appendix_history_runs_its_stages_in_order(train_set):
+    method = Smec(dim=K, hidden=16, recipe="dive-appendix", train={**TRAIN, "epochs": 5}).fit(train_set)
     schedule = stage_schedule(K, DIM, 5)
     assert schedule == [(DIM, 1), (16, 1), (K, 3)]
     assert [record["stage_width"] for record in method.history] == [w for w, epochs in schedule for _ in range(epochs)]
     assert [record["epoch"] for record in method.history] == [1, 2, 3, 4, 5]
 
 
+def test_smec_untrained_is_truncation_and_each_stage_starts_from_what_the_last_kept(train_set):
+    method = Smec(dim=K, train=TRAIN)
+    method.input_dim, method.module = DIM, method.build(DIM)
+    vectors = random_unit(20, DIM)
+    np.testing.assert_allclose(method.transform(vectors), vectors[:, :K] / np.linalg.norm(vectors[:, :K], axis=1,
+                                                                                          keepdims=True), atol=1e-6)
+    stages = method.stages(train_set)
+    assert [stage.width for stage in stages] == [DIM, 16, K]
+    with torch.no_grad():
+        method.module.stages[0].ads_logits.copy_(torch.randn(DIM, generator=torch.Generator().manual_seed(1)))
+    stages[1].start()
+    kept = sorted(torch.topk(method.module.stages[0].ads_logits, 16).indices.tolist())
+    np.testing.assert_allclose(method.module.stages[1].linear(torch.from_numpy(vectors)).detach().numpy(),
+                               vectors[:, kept], atol=1e-6)
+    method.active_stage = 0
+    end_of_stage_0 = method.transform(vectors)
+    method.active_stage = 1
+    np.testing.assert_allclose(method.transform(vectors), end_of_stage_0, atol=1e-6)  # same top-k dims
+
+
+def test_smec_trains_one_stage_at_a_time_with_the_loss_at_its_width_and_the_next(train_set):
+    method = Smec(dim=K, train={**TRAIN, "epochs": 1})
+    method.input_dim, method.module = DIM, method.build(DIM)
+    batch = (unit_rows(6, seed=1), unit_rows(6, seed=2), unit_rows(6, seed=3))
+    parts = method.smrl_step(batch, stage=1)  # memory empty: only the ranking terms
+    expected = sum(softplus_ranking_loss(*(method.module(part, 1, width) for part in batch)) for width in (16, K))
+    assert parts["loss"].item() == pytest.approx(expected.item(), rel=1e-6)
+    before = {name: tensor.clone() for name, tensor in method.module.state_dict().items()}
+    method.fit(train_set)
+    after = method.module.state_dict()
+    assert all(not torch.equal(before[name], after[name]) for name in ("stages.0.linear.weight",
+                                                                        "stages.2.linear.weight"))
+    assert [record["stage_width"] for record in method.history] == [DIM, 16, K]
+    layers = method.linear_layers()
+    assert len(layers) == 1 and layers[0][0].shape == (K, DIM)
+    vectors = random_unit(20, DIM)
+    composed = vectors @ layers[0][0].numpy().T + layers[0][1].numpy()
+    np.testing.assert_allclose(method.transform(vectors), composed / np.linalg.norm(composed, axis=1, keepdims=True),
+                               atol=1e-5)
+
+
+def test_smec_stage_parameter_filters_freeze_the_earlier_stages():
+    method = Smec(dim=K)
+    method.module = method.build(DIM)
+    names = [name for name, _ in method.module.named_parameters()]
+    trains = [stage.trains for stage in method.stages(TrainSet(random_unit(2, DIM), random_unit(4, DIM), None))]
+    assert [[name for name in names if train(name)] for train in trains] == [
+        [f"stages.{i}.ads_logits", f"stages.{i}.linear.weight", f"stages.{i}.linear.bias"] for i in range(3)]
+
+
 def test_smec_early_stopping_validates_every_stage(train_set, eval_set):
     with_validation = replace(train_set, validation=eval_set)
-    method = Smec(dim=K, hidden=16, train={**TRAIN, "epochs": 5, "early_stopping_patience": 1}).fit(with_validation)
+    method = Smec(dim=K, hidden=16, train={**TRAIN, "epochs": 5, "patience": 1}).fit(with_validation)
     assert all("val_ndcg@10" in record for record in method.history)
     assert {record["stage_width"] for record in method.history} == {DIM, 16, K}
 

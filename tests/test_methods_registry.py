@@ -80,7 +80,10 @@ def test_every_registered_method_declares_consistent_metadata():
         assert cls.trains == issubclass(cls, TorchAdapter) == ("train" in cls.Config.__dataclass_fields__)
         assert isinstance(cls.citation, Citation) or cls.role == "reference"
     assert methods_with_role("reference") == ["frozen"] and methods_with_role("main") == ["dive"]
-    assert [name for name, cls in REGISTRY.items() if cls.tunable] == ["dive"]
+    tunable = ["matryoshka-adaptor", "search-adaptor", "smec", "dive", "dive-no-contrast", "dive-single-head"]
+    assert [name for name, cls in REGISTRY.items() if cls.tunable] == tunable
+    assert all(cls.tunable == bool(cls.search_space) and (cls.supervised or not cls.tunable)
+               for cls in REGISTRY.values())
     assert ablations_of("dive") == ["dive-no-contrast", "dive-single-head"]
     assert method_role("not-a-method") is None
 

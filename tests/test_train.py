@@ -299,3 +299,71 @@ def test_a_method_declares_its_stages_and_each_checkpoints_in_its_own_folder(tmp
         "all/epoch-00001", "decoder/epoch-00002"]
     resumed = FrozenEncoderThenAll(**settings).checkpoint_to(tmp_path, resume=True).fit(train_set)
     assert same_weights(resumed, method)
+
+
+# --- model selection ------------------------------------------------------------------------
+
+
+def scripted_validation(scores, module):
+    """A validate() returning ``scores`` in turn, and the weights it saw at each call."""
+    seen = []
+
+    def validate():
+        seen.append(copy.deepcopy(module.state_dict()))
+        return scores[len(seen) - 1]
+
+    return validate, seen
+
+
+def test_validation_selection_keeps_the_best_epoch_with_ties_to_the_earlier_and_stops_on_patience():
+    module, step, batches = regression_setup()
+    validate, seen = scripted_validation([0.1, 0.3, 0.5, 0.5, 0.2, 0.4, 0.9], module)
+    config = replace(STAGE_CONFIG, epochs=10, patience=3)
+    history = dive.train.train_adapter(module, step, batches, config, validate)
+    assert [record["val_ndcg@10"] for record in history] == [0.3, 0.5, 0.5, 0.2, 0.4]  # patience ran out
+    (selection,) = history.selections
+    assert (selection.rule, selection.kept_epoch, selection.epochs_run) == ("validation", 2, 5)
+    assert (selection.start_score, selection.kept_score) == (0.1, 0.5)
+    assert all(torch.equal(module.state_dict()[name], tensor) for name, tensor in seen[2].items())
+    assert selection.describe() == "best validation nDCG@10 of epochs 0-5 (patience 3): epoch 2 kept"
+
+
+def test_validation_selection_can_keep_the_untrained_start():
+    module, step, batches = regression_setup()
+    validate, seen = scripted_validation([0.8, 0.3, 0.2, 0.1], module)
+    history = dive.train.train_adapter(module, step, batches, replace(STAGE_CONFIG, patience=0), validate)
+    assert len(history) == 3 and history.selections[0].kept_epoch == 0  # patience 0: every epoch, best kept
+    assert all(torch.equal(module.state_dict()[name], tensor) for name, tensor in seen[0].items())
+
+
+def test_last_selection_trains_every_epoch_and_never_validates():
+    module, step, batches = regression_setup()
+    validate, seen = scripted_validation([0.9] + [0.0] * 3, module)
+    history = dive.train.train_adapter(module, step, batches, replace(STAGE_CONFIG, selection="last"), validate)
+    assert len(history) == 3 and not seen and "val_ndcg@10" not in history[0]
+    assert history.selections[0].describe() == "fixed 3 epochs, last kept"
+
+
+def test_a_resumed_selection_run_ends_as_an_uninterrupted_one(tmp_path):
+    scores = [0.1, 0.4, 0.3, 0.6, 0.2, 0.1]
+    module, step, batches = regression_setup()
+    validate, _ = scripted_validation(scores, module)
+    config = replace(STAGE_CONFIG, epochs=5, patience=2)
+    whole = dive.train.train_adapter(module, step, batches, config, validate)
+    resumed_module, resumed_step, resumed_batches = regression_setup()
+    first, _ = scripted_validation(scores, resumed_module)
+    checkpoint = dive.train.Checkpointing(tmp_path)
+    dive.train.train_adapter(resumed_module, resumed_step, resumed_batches, replace(config, epochs=2), first,
+                             checkpoint=checkpoint)
+    rest, _ = scripted_validation(scores[3:], resumed_module)
+    again = dive.train.train_adapter(resumed_module, resumed_step, resumed_batches, config, rest,
+                                     checkpoint=dive.train.Checkpointing(tmp_path, resume=True))
+    assert again.selections == whole.selections and len(again) == len(whole)
+    assert all(torch.equal(resumed_module.state_dict()[name], tensor) for name, tensor in module.state_dict().items())
+
+
+def test_bad_selection_settings_are_refused():
+    with pytest.raises(DiveError, match="selection must be one of validation, last"):
+        dive.train.TrainConfig(selection="best")
+    with pytest.raises(DiveError, match="patience must be >= 0"):
+        dive.train.TrainConfig(patience=-1)

@@ -116,7 +116,7 @@ class TrainSet:
         for array in (self.query_vectors, self.doc_vectors):
             digest.update(np.ascontiguousarray(array).tobytes())
         if self.sampler is not None:
-            for array in (self.sampler.positive_pairs, self.sampler.candidate_rows):
+            for array in (self.sampler.positive_pairs, self.sampler.candidate_rows, self.sampler.grades):
                 if array is not None:
                     digest.update(np.ascontiguousarray(array).tobytes())
             digest.update(str(self.sampler.negatives_per_positive).encode())
@@ -127,6 +127,13 @@ class TrainSet:
         if self.sampler is None:
             raise DiveError("this training set has no labelled pairs; the method needs query-document pairs")
         return self.sampler.sample(rng)
+
+    def graded_pairs(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows (query row, higher-graded doc row, lower-graded doc row), weights ``y_hi - y_lo`` and
+        grades ``y_hi`` (see :meth:`~dive.data.triplets.TripletSampler.graded_pairs`), negatives re-drawn."""
+        if self.sampler is None:
+            raise DiveError("this training set has no labelled pairs; the method needs query-document pairs")
+        return self.sampler.graded_pairs(rng)
 
     @classmethod
     def from_split(cls, embeddings: Embeddings, split: Split, mining: MiningConfig = MiningConfig(),

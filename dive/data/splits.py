@@ -4,21 +4,31 @@
   Datasets with a train split use it; test-only datasets use K-fold cross-validation over the
   test queries (same folds for every method, fixed by ``split_seed``). A validation slice is
   carved from the train queries for early stopping and tuning.
+* ``heldout-strict``: ``heldout`` with the test queries that have a near-duplicate train query
+  (frozen cosine above ``SplitConfig.near_duplicate_threshold``) left out of the test set, so
+  a reader sees how much of an adapter's gain comes from memorised near-copies (scifact splits
+  claims and their negations across train and test). Training is the same as ``heldout``.
 * ``paper`` (the DIVE paper's Section 4.1): training triplets come from every qrels split, the
   test queries included. Transductive: results must be labelled so wherever they are printed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from dive.data.beir import BeirDataset, Qrels
 from dive.errors import DiveError
 
-PROTOCOLS = ("heldout", "paper")
+PROTOCOLS = ("heldout", "heldout-strict", "paper")
 TRANSDUCTIVE_LABEL = "paper protocol (transductive: test queries were used in training)"
+PROTOCOL_LABELS = {
+    "heldout": "heldout (test queries never seen in training)",
+    "heldout-strict": "heldout, strict (test queries never seen in training, nor any near-copy of them)",
+    "paper": TRANSDUCTIVE_LABEL,
+}
+"""How each protocol is named beside every number it produced."""
 
 
 @dataclass(frozen=True)
@@ -27,15 +37,34 @@ class SplitConfig:
 
     Attributes:
         n_folds: folds for test-only datasets (SPEC: K=5).
-        validation_fraction: share of train queries held out for validation (heldout only);
-            dive's choice, 10%, so early stopping and tuning never see test queries.
+        validation_fraction: share of train queries held out for validation (heldout only): model
+            selection and tuning use it, never test queries. 20%, the 80/20 split of
+            Search-Adaptor's and Matryoshka-Adaptor's public re-implementations.
+        min_validation_queries: floor on the validation slice, so that it can rank checkpoints on
+            small datasets (cranfield has about 180 train queries per fold: 20% would be 36,
+            whose nDCG@10 moves by several points with one query; SPEC asks for a floor).
+        max_validation_fraction: the floor never takes more than this share of the train queries
+            (35%), so training keeps most of its labels.
         split_seed: fixes folds and the validation slice; independent of the training seed so
             every method and seed sees the same partition.
+        near_duplicate_threshold: ``heldout-strict`` drops test queries whose frozen cosine to
+            some train or validation query exceeds this (0.9: SPEC "Protocols", strict view).
     """
 
     n_folds: int = 5
-    validation_fraction: float = 0.1
+    validation_fraction: float = 0.2
+    min_validation_queries: int = 50
+    max_validation_fraction: float = 0.35
     split_seed: int = 0
+    near_duplicate_threshold: float = 0.9
+
+    def validation_size(self, n_train_queries: int) -> int:
+        """Validation queries carved from ``n_train_queries``: the fraction, raised to the floor, capped."""
+        if self.validation_fraction <= 0:
+            return 0
+        wanted = max(round(n_train_queries * self.validation_fraction), self.min_validation_queries)
+        cap = int(n_train_queries * max(self.max_validation_fraction, self.validation_fraction))
+        return min(wanted, cap)
 
 
 @dataclass(frozen=True)
@@ -67,9 +96,9 @@ def _merge(*parts: Qrels) -> Qrels:
     return merged
 
 
-def _carve_validation(train: Qrels, fraction: float, rng: np.random.Generator) -> tuple[Qrels, Qrels]:
+def _carve_validation(train: Qrels, config: SplitConfig, rng: np.random.Generator) -> tuple[Qrels, Qrels]:
     query_ids = sorted(train)
-    n_validation = int(round(len(query_ids) * fraction))
+    n_validation = config.validation_size(len(query_ids))
     if n_validation == 0 or n_validation >= len(query_ids):
         return train, {}
     chosen = set(rng.permutation(query_ids)[:n_validation].tolist())
@@ -97,12 +126,12 @@ def make_splits(dataset: BeirDataset, protocol: str = "heldout",
         train = {q: d for q, d in positive_only(dataset.qrels["train"]).items() if q not in test}
         if not train:
             raise DiveError(f"{dataset.name}: the train split has no query with a relevant document")
-        train, validation = _carve_validation(train, config.validation_fraction, rng)
+        train, validation = _carve_validation(train, config, rng)
         return [Split("official", protocol, train=train, validation=validation, test=test)]
-    return _kfold(test, config, rng)
+    return _kfold(test, config, rng, protocol)
 
 
-def _kfold(test: Qrels, config: SplitConfig, rng: np.random.Generator) -> list[Split]:
+def _kfold(test: Qrels, config: SplitConfig, rng: np.random.Generator, protocol: str) -> list[Split]:
     query_ids = sorted(positive_only(test))
     if len(query_ids) < config.n_folds:
         raise DiveError(f"only {len(query_ids)} test queries with a relevant document: "
@@ -112,7 +141,26 @@ def _kfold(test: Qrels, config: SplitConfig, rng: np.random.Generator) -> list[S
     for index, fold in enumerate(folds):
         held = set(fold.tolist())
         train = positive_only({q: d for q, d in test.items() if q not in held})
-        train, validation = _carve_validation(train, config.validation_fraction, rng)
+        train, validation = _carve_validation(train, config, rng)
         fold_test = {q: d for q, d in test.items() if q in held}
-        splits.append(Split(f"fold-{index + 1}", "heldout", train=train, validation=validation, test=fold_test))
+        splits.append(Split(f"fold-{index + 1}", protocol, train=train, validation=validation, test=fold_test))
     return splits
+
+
+def without_near_duplicates(split: Split, query_ids: list[str], query_vectors: np.ndarray,
+                            threshold: float) -> tuple[Split, int]:
+    """``split`` without the test queries that have a train or validation query with frozen cosine
+    above ``threshold`` (``query_vectors`` are the frozen unit vectors of ``query_ids``); and how
+    many were dropped."""
+    row = {query_id: index for index, query_id in enumerate(query_ids)}
+    seen = [row[q] for q in (*split.train, *split.validation) if q in row]
+    tested = sorted(q for q in split.test if q in row)
+    if not seen or not tested:
+        return split, 0
+    closest = (query_vectors[[row[q] for q in tested]] @ query_vectors[seen].T).max(axis=1)
+    dropped = {q for q, similarity in zip(tested, closest) if similarity > threshold}
+    if len(dropped) == len(split.test):
+        raise DiveError(f"split {split.name}: every test query has a near-duplicate train query "
+                        f"(cosine > {threshold}); raise near_duplicate_threshold")
+    kept = {q: docs for q, docs in split.test.items() if q not in dropped}
+    return replace(split, test=kept), len(dropped)

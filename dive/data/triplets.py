@@ -47,11 +47,14 @@ class TripletSampler:
         candidate_rows: ``[n_queries, K]`` hard-negative candidates per query, -1 padded,
             or ``None`` to sample the whole corpus.
         n_docs: corpus size.
+        grades: ``[n_pairs]`` qrels score of each positive pair (default 1: binary labels).
     """
 
     def __init__(self, positive_pairs: np.ndarray, forbidden_keys: np.ndarray,
-                 candidate_rows: np.ndarray | None, n_docs: int, negatives_per_positive: int):
+                 candidate_rows: np.ndarray | None, n_docs: int, negatives_per_positive: int,
+                 grades: np.ndarray | None = None):
         self.positive_pairs = positive_pairs
+        self.grades = np.ones(len(positive_pairs), np.float32) if grades is None else grades
         self.forbidden_keys = forbidden_keys
         self.candidate_rows = candidate_rows
         self.candidate_counts = None if candidate_rows is None else (candidate_rows >= 0).sum(axis=1)
@@ -76,6 +79,35 @@ class TripletSampler:
         self._resample_forbidden(query_rows, negatives, rng)
         return np.stack([query_rows, pairs[:, 1], negatives], axis=1).astype(np.int64)
 
+    def graded_pairs(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every ordered pair of a query's candidate list, for graded list-wise losses.
+
+        Returns ``[n, 3]`` rows (query row, higher-graded doc row, lower-graded doc row), their
+        weights ``y_higher - y_lower`` and the grades ``y_higher``: each triplet of :meth:`sample`
+        (a negative is graded 0) with its positive's grade, then every pair of the same query's
+        relevant documents whose grades differ.
+        """
+        triplets = self.sample(rng)
+        positive_grades = np.repeat(self.grades, self.negatives_per_positive)
+        above, below = self._positive_pairs_by_grade()
+        rows = np.stack([self.positive_pairs[above, 0], self.positive_pairs[above, 1],
+                         self.positive_pairs[below, 1]], axis=1)
+        higher = np.concatenate([positive_grades, self.grades[above]]).astype(np.float32)
+        lower = np.concatenate([np.zeros_like(positive_grades), self.grades[below]]).astype(np.float32)
+        return np.concatenate([triplets, rows]).astype(np.int64), higher - lower, higher
+
+    def _positive_pairs_by_grade(self) -> tuple[np.ndarray, np.ndarray]:
+        """Indices ``(i, j)`` of positive pairs of the same query with ``grade_i > grade_j``."""
+        order = np.argsort(self.positive_pairs[:, 0], kind="stable")
+        starts = np.flatnonzero(np.r_[True, np.diff(self.positive_pairs[order, 0]) != 0])
+        above, below = [], []
+        for members in np.split(order, starts[1:]):
+            grades = self.grades[members]
+            higher, lower = np.nonzero(grades[:, None] > grades[None, :])
+            above.append(members[higher])
+            below.append(members[lower])
+        return np.concatenate(above), np.concatenate(below)
+
     def _resample_forbidden(self, query_rows: np.ndarray, negatives: np.ndarray, rng: np.random.Generator) -> None:
         # Hard candidates are pre-filtered, so this only redraws random negatives that hit a
         # relevant or identical-id document.
@@ -97,7 +129,7 @@ def build_sampler(query_ids: list[str], query_vectors: np.ndarray, doc_ids: list
     doc_row = {doc_id: row for row, doc_id in enumerate(doc_ids)}
     query_row = {query_id: row for row, query_id in enumerate(query_ids)}
     n_docs = len(doc_ids)
-    pairs, forbidden = [], []
+    pairs, grades, forbidden = [], [], []
     for query_id, docs in qrels.items():
         if query_id not in query_row:
             raise DiveError(f"training qrels name query {query_id!r}, which has no vector")
@@ -108,6 +140,7 @@ def build_sampler(query_ids: list[str], query_vectors: np.ndarray, doc_ids: list
             forbidden.append(q * n_docs + doc_row[doc_id])
             if score > 0:
                 pairs.append((q, doc_row[doc_id]))
+                grades.append(score)
     if not pairs:
         raise DiveError("the training set is empty: no query has a relevant document")
     forbidden += [q * n_docs + doc_row[query_id] for query_id, q in query_row.items() if query_id in doc_row]
@@ -116,7 +149,7 @@ def build_sampler(query_ids: list[str], query_vectors: np.ndarray, doc_ids: list
     if config.negatives == "hard":
         candidates = _hard_candidates(query_vectors, doc_vectors, forbidden_keys, config.hard_top_k)
     return TripletSampler(np.asarray(pairs, dtype=np.int64), forbidden_keys, candidates,
-                          n_docs, config.negatives_per_positive)
+                          n_docs, config.negatives_per_positive, np.asarray(grades, dtype=np.float32))
 
 
 def _hard_candidates(query_vectors: np.ndarray, doc_vectors: np.ndarray,

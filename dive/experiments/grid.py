@@ -29,7 +29,7 @@ from dive.experiments.run import CodecChoice, ExperimentSpec, load_data, model_l
 from dive.experiments.store import (CELL_FIELDS, LOCK_FILE, RESULTS_FILE, append_result, cell_key,  # noqa: F401
                                     cell_settings, check_one_model, folder_lock, merge_results, read_results,
                                     repair)
-from dive.experiments.tune import tune_dive
+from dive.experiments.tune import tune
 from dive.methods import REGISTRY, method_class
 from dive.quantize import codec_class
 from dive.utils import atomic_path
@@ -57,8 +57,9 @@ class GridSpec:
     ks: tuple[int, ...] = DEFAULT_KS
     data_dir: str | None = None
     tune_trials: int = 0
-    """With > 0, DIVE's loss settings are tuned per dataset on the validation slice (at the
-    smallest dim, reused for every dim) before its cells run; 0 keeps Table 8."""
+    """With > 0, every method with a search space is tuned per dataset on the validation slice with
+    this many trials (at the smallest dim, reused for every dim) before its cells run; 0 keeps
+    the defaults (DIVE: Table 8)."""
     vectors: dict[str, str] = field(default_factory=dict)
     """Per-dataset folders of precomputed vectors (as ``dive embed`` writes) instead of encoding."""
     encode: EncodeConfig = field(default_factory=EncodeConfig)
@@ -131,16 +132,19 @@ def _overrides(spec: GridSpec, method: str) -> dict[str, Any]:
     return merged
 
 
-def _tuned_overrides(spec: GridSpec, base: ExperimentSpec, data) -> dict[str, Any]:
-    """Settings of the tunable method (DIVE) tuned on the validation slice, cached as ``tuned-<dataset>.json``."""
-    tunable = [method for method in spec.methods if method_class(method).tunable]
-    if spec.tune_trials <= 0 or not tunable:
+def _tuned_overrides(spec: GridSpec, base: ExperimentSpec, data) -> dict[str, dict[str, Any]]:
+    """Per tunable method, its settings tuned on the validation slice (at the smallest dim, reused for
+    every dim), cached as ``tuned-<dataset>-<method>.json`` with the study beside it."""
+    if spec.tune_trials <= 0:
         return {}
-    path = spec.out / f"tuned-{data[0].name}.json"
-    if not path.exists():
-        tune_spec = replace(base, method=tunable[0], dim=min(spec.dims), overrides=_overrides(spec, tunable[0]))
-        tune_dive(tune_spec, data, spec.tune_trials, out=path)
-    return read_config_file(path)
+    tuned = {}
+    for method in (name for name in spec.methods if method_class(name).tunable):
+        path = spec.out / f"tuned-{data[0].name}-{method}.json"
+        if not path.exists():
+            tune_spec = replace(base, method=method, dim=min(spec.dims), overrides=_overrides(spec, method))
+            tune(tune_spec, data, spec.tune_trials, out=path)
+        tuned[method] = read_config_file(path)
+    return tuned
 
 
 def run_grid(spec: GridSpec) -> list[dict[str, Any]]:
@@ -162,9 +166,7 @@ def _run_missing_cells(spec: GridSpec) -> list[dict[str, Any]]:
         tuned = _tuned_overrides(spec, base, data)
         todo = []
         for protocol, method, dim, seed in cells(spec, data[1].dim):
-            overrides = _overrides(spec, method)
-            if method_class(method).tunable:
-                overrides.update(tuned)
+            overrides = {**_overrides(spec, method), **tuned.get(method, {})}
             cell = replace(base, method=method, dim=dim, protocol=protocol, seed=seed, overrides=overrides)
             keys = {label: (data[0].name, protocol, method, dim, seed, label) for label in spec.codecs}
             for key in keys.values():
@@ -190,7 +192,8 @@ def check_same_settings(record: dict[str, Any], cell: ExperimentSpec, dataset_na
     its numbers are not the ones asked for. Fields an older record lacks are not compared."""
     recorded = cell_settings(record)
     as_json = json.loads(json.dumps(recorded_settings(cell, dataset_name)))  # tuples become lists, as in the file
-    expected = {name: value for name, value in cell_settings(as_json).items() if name in recorded}
+    expected = {name: value for name, value in cell_settings({**as_json, "protocol": cell.protocol}).items()
+                if name in recorded}
     if recorded == expected:
         return
     old, new = _flat(recorded), _flat(expected)

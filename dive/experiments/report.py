@@ -16,6 +16,8 @@ from dive.methods import REGISTRY, ablations_of, method_role, methods_with_role
 
 PROTOCOL_TITLES = {
     "heldout": "Held-out protocol (honest: test queries never seen in training)",
+    "heldout-strict": ("Held-out protocol, strict view (test queries with a near-duplicate train query, "
+                       "frozen cosine above split_config.near_duplicate_threshold, left out)"),
     "paper": "Paper protocol (TRANSDUCTIVE: test queries were used in training; reproduces the paper only)",
 }
 
@@ -154,6 +156,40 @@ def time_table(results: Results, protocol: str, dim: int, methods: Iterable[str]
     return _table(["dataset", *present], rows) if present else []
 
 
+def selection_rules(results: Results, protocol: str) -> list[str]:
+    """One line naming the rule(s) that chose the kept weights of the protocol's trained cells."""
+    rules = set()
+    for record in results.records:
+        if record["protocol"] == protocol and record.get("config", {}).get("train"):
+            selection = record.get("selection")
+            rules.add(SELECTION_RULE_TEXT.get(selection["rule"], selection["rule"]).format(**selection)
+                      if selection else "fixed epochs, last kept (recorded before dive had model selection)")
+    return [f"Model selection: {'; '.join(sorted(rules))}.", ""] if rules else []
+
+
+SELECTION_RULE_TEXT = {
+    "validation": ("best validation nDCG@10, the untrained start (epoch 0) included, patience {patience} epochs; "
+                   "the validation slice is carved from the training queries"),
+    "last": "the paper's fixed epochs, last kept",
+}
+
+
+def selection_table(results: Results, protocol: str, dim: int, methods: Iterable[str]) -> list[str]:
+    """Kept epoch / epochs run of each trained method (last stage; mean over seeds and folds)."""
+    datasets, present = _present(results, protocol, dim, methods)
+    cells: dict[tuple[str, str], str] = {}
+    for dataset, method in ((d, m) for d in datasets for m in present):
+        chosen = [record["selection"] for record in results.cells.get((protocol, dataset, method, dim), [])
+                  if record.get("selection")]
+        if chosen:
+            kept = [stages[-1] for selection in chosen for stages in selection["kept_epochs"]]
+            run = [stages[-1] for selection in chosen for stages in selection["epochs_run"]]
+            cells[dataset, method] = f"{np.mean(kept):.1f} / {np.mean(run):.1f}"
+    trained = [m for m in present if any((d, m) in cells for d in datasets)]
+    rows = [[dataset, *[cells.get((dataset, m), "") for m in trained]] for dataset in datasets]
+    return _table(["dataset", *trained], rows) if trained else []
+
+
 def comparison(results: Results, protocol: str) -> list[str]:
     """Auto-written: where DIVE (the main method) is the best compressed method, and where a
     baseline beats it."""
@@ -257,7 +293,7 @@ def build_report(records: list[dict[str, Any]], figures: Iterable[str] = (), wal
         lines += [f"Training budget: {', '.join(map(str, budgets))} epochs per adapter (the paper trains 50)"
                   + ("; fewer epochs change every trained method's numbers." if budgets != [50] else "."), ""]
     for protocol in sorted({r["protocol"] for r in results.with_codecs}):
-        lines += [f"## {PROTOCOL_TITLES.get(protocol, protocol)}", ""]
+        lines += [f"## {PROTOCOL_TITLES.get(protocol, protocol)}", ""] + selection_rules(results, protocol)
         for dim in results.sorted_set("dim", protocol=protocol):
             if dim == max(results.sorted_set("input_dim", protocol=protocol) or [0]):
                 continue
@@ -271,6 +307,10 @@ def build_report(records: list[dict[str, Any]], figures: Iterable[str] = (), wal
             lines += [f"### Retention of frozen nDCG@10 at {dim} dims", ""] + \
                 metric_table(results, protocol, dim, every_column(), key="retention", digits=3)
             lines += [f"### Train seconds at {dim} dims", ""] + time_table(results, protocol, dim, every_column())
+            kept = selection_table(results, protocol, dim, every_column())
+            if kept:
+                lines += [f"### Kept epoch / epochs run at {dim} dims (last stage; mean over seeds and folds)",
+                          ""] + kept
         shared = sorted({(r["dataset"], r["shared_relevant_docs"]) for r in results.records
                          if r["protocol"] == protocol and "shared_relevant_docs" in r})
         if shared:

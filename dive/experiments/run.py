@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ import numpy as np
 from dive.config import to_dict
 from dive.data import (BeirDataset, Embeddings, EvalSet, MiningConfig, Split, SplitConfig, TrainSet, load_beir,
                        make_splits, resolve_dataset)
-from dive.data.splits import TRANSDUCTIVE_LABEL, positive_only
+from dive.data.splits import PROTOCOL_LABELS, positive_only, without_near_duplicates
 from dive.encode import EncodeConfig, embed_dataset, load_embeddings
 from dive.errors import DiveError
 from dive.evaluate import DEFAULT_KS, evaluate_method, retention
@@ -100,9 +100,11 @@ def load_data(spec: ExperimentSpec) -> tuple[BeirDataset, Embeddings]:
 
 def build_method(spec: ExperimentSpec, dataset_name: str) -> Method:
     """The spec's method with the paper's defaults for the dataset, its overrides, and its seed."""
-    overrides = {**spec.overrides, "dim": spec.dim}
-    if "train" in method_class(spec.method).Config.__dataclass_fields__:
-        overrides["train"] = {**overrides.get("train", {}), "seed": spec.seed}
+    cls = method_class(spec.method)
+    implied = cls.protocol_settings(spec.protocol)
+    overrides = {**implied, **spec.overrides, "dim": spec.dim}
+    if "train" in cls.Config.__dataclass_fields__:
+        overrides["train"] = {**implied.get("train", {}), **spec.overrides.get("train", {}), "seed": spec.seed}
     elif overrides.pop("train", None):
         log.info("%s trains no network: training settings (epochs, lr, ...) do not apply", spec.method)
     return create_method(spec.method, dataset_name, **overrides)
@@ -145,8 +147,21 @@ def _score_split(spec: ExperimentSpec, embeddings: Embeddings, split: Split, tes
         "retention": retention(metrics, frozen),
         "codec_seconds": codec_seconds,
         "epochs": method.history,
+        "selection": [asdict(selection) for selection in method.history.selections],
     }
     return fold, pipeline
+
+
+def _strict_view(spec: ExperimentSpec, embeddings: Embeddings, split: Split) -> tuple[Split, dict[str, int]]:
+    """``heldout-strict``: the split without test queries that have a near-duplicate train query, and the
+    count dropped (as a fold field); other protocols: the split as it is."""
+    if spec.protocol != "heldout-strict":
+        return split, {}
+    threshold = spec.split.near_duplicate_threshold
+    split, dropped = without_near_duplicates(split, embeddings.query_ids, embeddings.query_vectors, threshold)
+    log.info("%s: strict view drops %d of %d test queries with a train query at frozen cosine > %g",
+             split.name, dropped, dropped + len(split.test), threshold)
+    return split, {"near_duplicates_dropped": dropped}
 
 
 def shared_relevant_docs(split: Split) -> float:
@@ -165,9 +180,26 @@ def _mean_dicts(dicts: list[dict[str, float]]) -> dict[str, float]:
 
 
 def _mean_epochs(histories: list[list[dict[str, float]]]) -> list[dict[str, float]]:
-    """Per-epoch means over folds, for the epochs every fold reached."""
+    """Per-epoch means over folds of the values every fold recorded, for the epochs every fold reached
+    (model selection may stop folds after different numbers of epochs)."""
     n_epochs = min((len(history) for history in histories), default=0)
-    return [_mean_dicts([history[i] for history in histories]) for i in range(n_epochs)]
+    means = []
+    for epoch in range(n_epochs):
+        records = [history[epoch] for history in histories]
+        shared = set.intersection(*(set(record) for record in records))
+        means.append(_mean_dicts([{key: record[key] for key in record if key in shared} for record in records]))
+    return means
+
+
+def selection_summary(folds: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Which rule chose the kept weights and which epoch each fold (and stage) kept; None when nothing trained."""
+    per_fold = [fold["selection"] for fold in folds]
+    if not any(per_fold):
+        return None
+    first = per_fold[0][-1]
+    return {"rule": first["rule"], "patience": first["patience"],
+            "kept_epochs": [[stage["kept_epoch"] for stage in stages] for stages in per_fold],
+            "epochs_run": [[stage["epochs_run"] for stage in stages] for stages in per_fold]}
 
 
 CodecChoice = Codec | tuple[str, dict[str, Any]] | None
@@ -186,11 +218,12 @@ def run_cells(spec: ExperimentSpec, codecs: list[CodecChoice], data: tuple[BeirD
     for split in make_splits(dataset, spec.protocol, spec.split):
         log.info("%s %s: %s on split %s", dataset.name, spec.protocol, spec.method, split.name)
         method, n_triplets, train_seconds = _fit_split(spec, dataset, embeddings, split, fitted)
+        split, strict = _strict_view(spec, embeddings, split)
         test_set = embeddings.eval_set(split.test)
         frozen = evaluate_method(None, test_set, spec.ks)
         for folds, pipelines, codec in zip(folds_by_codec, pipelines_by_codec, codecs):
             fold, pipeline = _score_split(spec, embeddings, split, test_set, frozen, method, codec)
-            folds.append({**fold, "n_train_triplets": n_triplets, "train_seconds": train_seconds})
+            folds.append({**fold, **strict, "n_train_triplets": n_triplets, "train_seconds": train_seconds})
             pipelines.append(pipeline)
     # The codecs share one fit: each record carries an equal share of the wall time, so sums stay true.
     shared = {"threads": threads, "wall_seconds": (time.perf_counter() - wall_started) / len(codecs)}
@@ -204,7 +237,7 @@ def _record(spec: ExperimentSpec, dataset_name: str, input_dim: int, folds: list
     record: dict[str, Any] = {
         "dataset": dataset_name,
         "protocol": spec.protocol,
-        "protocol_label": TRANSDUCTIVE_LABEL if spec.protocol == "paper" else "heldout (test queries never seen in training)",
+        "protocol_label": PROTOCOL_LABELS[spec.protocol],
         "method": method.name,
         "dim": method.output_dim,
         "input_dim": input_dim,
@@ -218,6 +251,7 @@ def _record(spec: ExperimentSpec, dataset_name: str, input_dim: int, folds: list
         "bytes_per_vector": pipeline.bytes_per_vector,
         "train_seconds": float(sum(f["train_seconds"] for f in folds)),
         "epochs": _mean_epochs([f["epochs"] for f in folds]),
+        "selection": selection_summary(folds),
         "config": to_dict(method.config),
         "mining": to_dict(spec.mining),
         "split_config": to_dict(spec.split),
@@ -226,6 +260,8 @@ def _record(spec: ExperimentSpec, dataset_name: str, input_dim: int, folds: list
         "machine": machine(),
         **shared,
     }
+    if spec.protocol == "heldout-strict":
+        record["near_duplicates_dropped"] = int(sum(f["near_duplicates_dropped"] for f in folds))
     record["retention"] = retention(record["metrics"], record["frozen_metrics"])
     if len(folds) > 1:
         record["folds"] = folds

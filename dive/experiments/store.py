@@ -37,8 +37,11 @@ def cell_key(record: dict[str, Any]) -> tuple:
 
 def cell_settings(record: dict[str, Any]) -> dict[str, Any]:
     """The :data:`SETTINGS_FIELDS` of a record that has them (older records may lack some), without the
-    training settings that change only what is shown (``train.progress``)."""
+    training settings that change only what is shown (``train.progress``), and without the split
+    settings for the ``paper`` protocol, which uses no split."""
     settings = {name: record[name] for name in SETTINGS_FIELDS if name in record}
+    if record.get("protocol") == "paper":  # it trains and tests on every qrels split: no split settings apply
+        settings.pop("split_config", None)
     if isinstance(settings.get("config"), dict):
         settings["config"] = result_settings(settings["config"])
     return settings

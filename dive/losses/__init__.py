@@ -4,7 +4,8 @@ All similarities are cosines of L2-normalised vectors, ``s(a, b) = <a, b>``. Whe
 pytorch-metric-learning implements exactly the SPEC formula it does the computing.
 
 Base losses: :class:`SelfLimitingTripletLoss` (DIVE), :class:`HeadwiseNTXentLoss` (DIVE),
-:class:`SoftplusRankingLoss` (Search-Adaptor, SMEC), :class:`SimilarityPreservationLoss` and
+:class:`SoftplusRankingLoss` (SMEC; Search-Adaptor as the DIVE paper restates it),
+:class:`GradedSoftplusRankingLoss` and :class:`RecoveryLoss` (Search-Adaptor's own), :class:`SimilarityPreservationLoss` and
 :class:`ReconstructionLoss` (Matryoshka-Adaptor), :class:`NeighbourSimilarityLoss` (SMEC S-XBM).
 Wrappers compose with them: :class:`NestedWidthsLoss` sums an inner loss over nested widths;
 :class:`CrossBatchMemoryLoss` applies an inner pair loss against a memory of past batches.
@@ -14,13 +15,13 @@ from dive.losses.cross_batch_memory import CrossBatchMemoryLoss, Memory
 from dive.losses.nested import NestedWidthsLoss, nested_dims, prefix
 from dive.losses.neighbour_similarity import NeighbourSimilarityLoss
 from dive.losses.ntxent import HeadwiseNTXentLoss
-from dive.losses.ranking import SoftplusRankingLoss, softplus_ranking_loss
-from dive.losses.reconstruction import ReconstructionLoss
+from dive.losses.ranking import GradedSoftplusRankingLoss, SoftplusRankingLoss, softplus_ranking_loss
+from dive.losses.reconstruction import ReconstructionLoss, RecoveryLoss
 from dive.losses.similarity_preservation import SimilarityErrors, SimilarityPreservationLoss
 from dive.losses.triplet import SelfLimitingTripletLoss, row_cosine
 
 __all__ = [
-    "CrossBatchMemoryLoss", "HeadwiseNTXentLoss", "Memory", "NeighbourSimilarityLoss", "NestedWidthsLoss",
-    "ReconstructionLoss", "SelfLimitingTripletLoss", "SimilarityErrors", "SimilarityPreservationLoss",
+    "CrossBatchMemoryLoss", "GradedSoftplusRankingLoss", "HeadwiseNTXentLoss", "Memory", "NeighbourSimilarityLoss", "NestedWidthsLoss",
+    "ReconstructionLoss", "RecoveryLoss", "SelfLimitingTripletLoss", "SimilarityErrors", "SimilarityPreservationLoss",
     "SoftplusRankingLoss", "nested_dims", "prefix", "row_cosine", "softplus_ranking_loss",
 ]

@@ -70,12 +70,13 @@ class CrossBatchMemoryLoss(torch.nn.Module):
 
     def forward(self, frozen: torch.Tensor, reduced: torch.Tensor, encode: Callable[[torch.Tensor], torch.Tensor],
                 enqueue: torch.Tensor | None = None) -> torch.Tensor:
-        loss = self._against_memory(frozen, reduced, encode)
+        loss = self.against_memory(frozen, reduced, encode)
         self.memory.add(frozen if enqueue is None else enqueue)
         return loss
 
-    def _against_memory(self, frozen: torch.Tensor, reduced: torch.Tensor,
+    def against_memory(self, frozen: torch.Tensor, reduced: torch.Tensor,
                         encode: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """Steps 1-3 alone: the loss against the memory as it is, nothing enqueued."""
         memory = self.memory.contents()
         if memory is None:
             return reduced.new_zeros(())

@@ -22,3 +22,21 @@ class SoftplusRankingLoss(torch.nn.Module):
 def softplus_ranking_loss(query: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
     """Function form of :class:`SoftplusRankingLoss`."""
     return SoftplusRankingLoss()(query, positive, negative)
+
+
+class GradedSoftplusRankingLoss(torch.nn.Module):
+    """Search-Adaptor's relevance-weighted pairwise logistic loss over each query's candidate list.
+
+    For a query q with candidates d_j graded y_j (qrels score; sampled negatives are 0)::
+
+        L_rank = sum_{j,l} 1[y_j > y_l] * (y_j - y_l) * softplus(s(q,d_l) - s(q,d_j))
+
+    (Yoon et al., ACL 2024, Sec. 4.2, Eq. 2: a weighted pairwise logistic loss). Every ordered
+    pair of the list is one row here, ``(q, d_j, d_l)`` with weight ``y_j - y_l``; the batch
+    value is the weighted sum divided by the number of rows (a mean over pairs), so the loss
+    scale does not depend on the batch size.
+    """
+
+    def forward(self, query: torch.Tensor, higher: torch.Tensor, lower: torch.Tensor,
+                weight: torch.Tensor) -> torch.Tensor:
+        return (weight * F.softplus(row_cosine(query, lower) - row_cosine(query, higher))).mean()

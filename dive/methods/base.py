@@ -24,7 +24,8 @@ from dive.config import from_dict, to_dict
 from dive.data.sets import TrainSet, check_vectors
 from dive.errors import DiveError
 from dive.evaluate import evaluate_method
-from dive.train import Batch, Checkpointing, Stage, TrainConfig, batch_slices, result_settings, train_stages
+from dive.train import (Batch, Checkpointing, History, Stage, TrainConfig, batch_slices, result_settings,
+                        train_stages)
 from dive.saved import read_saved, write_saved
 
 FORMAT = "dive-method/1"
@@ -130,20 +131,36 @@ class Method(ABC):
     """True when ``fit`` needs labelled query-document pairs (triplets); False when it fits on
     the corpus alone (or on nothing). An instance may refine it from its config
     (Matryoshka-Adaptor's ``unsupervised_only``); the class value is what reports use."""
+    search_space: ClassVar[dict[str, list[Any]]] = {}
+    """Settings ``dive tune`` and ``dive reproduce --tune`` search on the validation slice, each with
+    its choices (:mod:`dive.experiments.tune`); empty for methods without labels to tune on."""
     tunable: ClassVar[bool] = False
-    """True when ``dive reproduce --tune`` searches the method's loss settings on the validation
-    slice before its cells run (:mod:`dive.experiments.tune`; DIVE's search space)."""
+    """True when the method has a :attr:`search_space` (set from it for every subclass)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.tunable = bool(cls.search_space)
 
     def __init__(self, config: Any | None = None, **overrides: Any):
         base = config if config is not None else self.Config()
         self.config = from_dict(self.Config, overrides, base) if overrides else base
         self.input_dim: int | None = None
-        self.history: list[dict[str, float]] = []
+        self.history = History()
+        """Per-epoch training records and the model selection made (empty for methods that do not train)."""
 
     @classmethod
     def default_config(cls, dataset: str | None = None) -> Any:
         """The paper's defaults, possibly specific to ``dataset`` (see DIVE's Table 8)."""
         return cls.Config()
+
+    @classmethod
+    def protocol_settings(cls, protocol: str) -> dict[str, Any]:
+        """Settings the evaluation ``protocol`` implies, as overrides (a run's own overrides win).
+
+        ``paper`` reproduces the DIVE paper's tables, so methods that train keep the last of the
+        paper's fixed epochs (its Section 4.1; SPEC "Protocols"); ``heldout`` keeps every default.
+        """
+        return {"train": {"selection": "last"}} if protocol == "paper" and cls.trains else {}
 
     @property
     def output_dim(self) -> int:
@@ -313,7 +330,7 @@ class TorchAdapter(Method):
         torch.manual_seed(self.train_config.seed)
         self.module = self.build(train_set.dim)
         validate = None
-        if train_set.validation is not None and self.train_config.early_stopping_patience > 0:
+        if train_set.validation is not None and self.supervised:  # an unsupervised method uses no labels at all
             validate = lambda: evaluate_method(self, train_set.validation)["ndcg@10"]  # noqa: E731
         self.history = train_stages(self.module, self.stages(train_set), lambda rng: self.epoch_batches(train_set, rng),
                                     self.train_config, validate, desc=f"train {self.name}",

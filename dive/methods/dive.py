@@ -94,7 +94,9 @@ class Dive(TorchAdapter):
     citation = CITATION
     Config = DiveConfig
     role = "main"
-    tunable = True
+    search_space = {"margin": [0.5, 0.7, 1.0, 1.3, 1.5], "lambda_contrast": [0.05, 0.1, 0.2, 0.3, 0.5],
+                    "temperature": [0.05, 0.1, 0.2], "heads": [2, 4, 8]}
+    """SPEC "DIVE": m in {0.5..1.5}, lambda in {0.05..0.5}, tau in {0.05, 0.1, 0.2}, H in {2, 4, 8}."""
 
     @classmethod
     def default_config(cls, dataset: str | None = None) -> DiveConfig:

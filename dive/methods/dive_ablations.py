@@ -22,7 +22,8 @@ class _DiveAblation(Dive):
     ABLATION: ClassVar[dict[str, Any]]
     role = "ablation"
     ablates = Dive.name
-    tunable = False
+    search_space = {"margin": Dive.search_space["margin"]}
+    """Only the margin: each ablation fixes lambda or H, which leaves tau (and H) without effect on head 1."""
     citation = replace(CITATION, note="ablation study, Section 5.1")
 
     @classmethod

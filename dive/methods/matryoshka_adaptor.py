@@ -96,6 +96,8 @@ class MatryoshkaAdaptor(TorchAdapter):
     citation = Citation("Matryoshka-Adaptor: Unsupervised and Supervised Tuning for Smaller Embedding Dimensions",
                         "Yoon et al.", "EMNLP 2024", "re-implemented as the DIVE paper's App. F.2 describes it")
     Config = MatryoshkaAdaptorConfig
+    search_space = {"alpha": [0.1, 1.0, 10.0], "beta": [0.1, 1.0, 10.0], "gamma": [0.1, 1.0, 10.0]}
+    """The three loss weights around the paper's 1 (SPEC "Matryoshka-Adaptor": alpha = beta = gamma = 1)."""
     supervised = _SupervisedUnlessUnsupervisedOnly()  # type: ignore[assignment]
 
     def __init__(self, config: MatryoshkaAdaptorConfig | None = None, **overrides: Any):

@@ -134,7 +134,7 @@ class Checkpointing:
     """Where ``train_adapter`` saves its state after every epoch, and whether to resume from it.
 
     A checkpoint holds the weights, the AdamW state, the numpy and torch random states, the
-    history and the early-stopping state (JSON + safetensors, checksum verified, no pickle),
+    history and the model-selection state (JSON + safetensors, checksum verified, no pickle),
     so a resumed run on the same device ends with the same weights as an uninterrupted one.
     ``fingerprint`` identifies the run's settings and data: a checkpoint with another one is
     refused. ``extra_state`` / ``restore_extra`` carry method state outside the module (e.g.

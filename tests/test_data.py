@@ -111,7 +111,7 @@ def test_the_strict_view_drops_test_queries_with_a_near_duplicate_train_query():
     vectors = random_unit(4, 16, seed=0)
     near_copy = vectors[0] + 0.05 * random_unit(1, 16, seed=1)[0]
     query_vectors = np.vstack([vectors, near_copy / np.linalg.norm(near_copy)]).astype(np.float32)
-    split = Split("fold-1", "heldout-strict", train={"q0": {"d0": 1}, "q1": {"d1": 1}}, validation={"q2": {"d2": 1}},
+    split = Split("fold-1", "heldout", train={"q0": {"d0": 1}, "q1": {"d1": 1}}, validation={"q2": {"d2": 1}},
                   test={"q3": {"d3": 1}, "q4": {"d0": 1}})
     strict, dropped = without_near_duplicates(split, ["q0", "q1", "q2", "q3", "q4"], query_vectors, 0.9)
     assert dropped == 1 and set(strict.test) == {"q3"} and strict.train == split.train

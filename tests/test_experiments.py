@@ -73,8 +73,19 @@ def test_grid_resumes_without_recomputing_and_report_matches_results(scifact_sli
     shown = {float(x) for x in re.findall(r"\d\.\d{4}", text)}
     computed = {round(v, 4) for r in records for key in ("metrics", "frozen_metrics") for v in r[key].values()}
     computed |= {round(r["metrics"]["ndcg@10"] - h["metrics"]["ndcg@10"], 4) for r in records for h in records}
+    computed |= {round(v, 4) for r in records if "strict" in r for key in ("metrics", "frozen_metrics")
+                 for v in r["strict"][key].values()}
     computed |= {round(abs(v), 4) for v in computed}
     assert shown <= computed | {0.0}, f"report shows numbers not in results.jsonl: {shown - computed}"
+    selections = {(r["protocol"], r["method"]): r["selection"] for r in records}
+    assert selections["heldout", "dive"]["rule"] == "validation" and selections["paper", "dive"]["rule"] == "last"
+    assert selections["heldout", "truncate"] is None  # nothing trained, nothing selected
+    assert "Model selection: best validation nDCG@10, the untrained start (epoch 0) included" in text
+    assert "Model selection: the paper's fixed epochs, last kept" in text
+    strict = next(r["strict"] for r in records if r["protocol"] == "heldout")
+    assert "strict view" in text and f"kept / dropped for a near-duplicate train query: " in text
+    assert strict["n_test_queries"] + strict["near_duplicates_dropped"] == 20
+    assert all("strict" not in r for r in records if r["protocol"] == "paper")
     for figure in ("training_dynamics.png", "ndcg_vs_dim_heldout.png", "heldout_vs_paper.png"):
         assert (tmp_path / figure).stat().st_size > 1000
 

@@ -4,10 +4,11 @@
   Datasets with a train split use it; test-only datasets use K-fold cross-validation over the
   test queries (same folds for every method, fixed by ``split_seed``). A validation slice is
   carved from the train queries for early stopping and tuning.
-* ``heldout-strict``: ``heldout`` with the test queries that have a near-duplicate train query
-  (frozen cosine above ``SplitConfig.near_duplicate_threshold``) left out of the test set, so
-  a reader sees how much of an adapter's gain comes from memorised near-copies (scifact splits
-  claims and their negations across train and test). Training is the same as ``heldout``.
+  Its strict view (:func:`without_near_duplicates`) also scores each fit on the test queries
+  that have no near-duplicate train query (frozen cosine above
+  ``SplitConfig.near_duplicate_threshold``), so a reader sees how much of an adapter's gain
+  comes from memorised near-copies (scifact splits claims and their negations across train
+  and test).
 * ``paper`` (the DIVE paper's Section 4.1): training triplets come from every qrels split, the
   test queries included. Transductive: results must be labelled so wherever they are printed.
 """
@@ -21,11 +22,10 @@ import numpy as np
 from dive.data.beir import BeirDataset, Qrels
 from dive.errors import DiveError
 
-PROTOCOLS = ("heldout", "heldout-strict", "paper")
+PROTOCOLS = ("heldout", "paper")
 TRANSDUCTIVE_LABEL = "paper protocol (transductive: test queries were used in training)"
 PROTOCOL_LABELS = {
     "heldout": "heldout (test queries never seen in training)",
-    "heldout-strict": "heldout, strict (test queries never seen in training, nor any near-copy of them)",
     "paper": TRANSDUCTIVE_LABEL,
 }
 """How each protocol is named beside every number it produced."""
@@ -47,8 +47,9 @@ class SplitConfig:
             (35%), so training keeps most of its labels.
         split_seed: fixes folds and the validation slice; independent of the training seed so
             every method and seed sees the same partition.
-        near_duplicate_threshold: ``heldout-strict`` drops test queries whose frozen cosine to
-            some train or validation query exceeds this (0.9: SPEC "Protocols", strict view).
+        near_duplicate_threshold: the strict held-out view leaves out test queries whose frozen
+            cosine to some train or validation query exceeds this (0.9: SPEC "Protocols", strict
+            view); None turns the view off.
     """
 
     n_folds: int = 5
@@ -56,7 +57,7 @@ class SplitConfig:
     min_validation_queries: int = 50
     max_validation_fraction: float = 0.35
     split_seed: int = 0
-    near_duplicate_threshold: float = 0.9
+    near_duplicate_threshold: float | None = 0.9
 
     def validation_size(self, n_train_queries: int) -> int:
         """Validation queries carved from ``n_train_queries``: the fraction, raised to the floor, capped."""

@@ -152,16 +152,18 @@ def _score_split(spec: ExperimentSpec, embeddings: Embeddings, split: Split, tes
     return fold, pipeline
 
 
-def _strict_view(spec: ExperimentSpec, embeddings: Embeddings, split: Split) -> tuple[Split, dict[str, int]]:
-    """``heldout-strict``: the split without test queries that have a near-duplicate train query, and the
-    count dropped (as a fold field); other protocols: the split as it is."""
-    if spec.protocol != "heldout-strict":
-        return split, {}
+def _strict_view(spec: ExperimentSpec, embeddings: Embeddings, split: Split) -> tuple[EvalSet, dict[str, Any]] | None:
+    """``heldout``'s strict view: the test queries without a near-duplicate train query, and what it
+    dropped and scores unchanged (None: another protocol, or the view turned off)."""
     threshold = spec.split.near_duplicate_threshold
-    split, dropped = without_near_duplicates(split, embeddings.query_ids, embeddings.query_vectors, threshold)
-    log.info("%s: strict view drops %d of %d test queries with a train query at frozen cosine > %g",
-             split.name, dropped, dropped + len(split.test), threshold)
-    return split, {"near_duplicates_dropped": dropped}
+    if spec.protocol != "heldout" or threshold is None:
+        return None
+    strict, dropped = without_near_duplicates(split, embeddings.query_ids, embeddings.query_vectors, threshold)
+    log.info("%s: the strict view leaves out %d of %d test queries (a train query at frozen cosine > %g)",
+             split.name, dropped, len(split.test), threshold)
+    eval_set = embeddings.eval_set(strict.test)
+    return eval_set, {"n_test_queries": len(strict.test), "near_duplicates_dropped": dropped,
+                      "frozen_metrics": evaluate_method(None, eval_set, spec.ks)}
 
 
 def shared_relevant_docs(split: Split) -> float:
@@ -191,6 +193,14 @@ def _mean_epochs(histories: list[list[dict[str, float]]]) -> list[dict[str, floa
     return means
 
 
+def strict_summary(views: list[dict[str, Any]]) -> dict[str, Any]:
+    """The strict view of a cell: metrics as fold means, query counts as sums."""
+    return {"metrics": _mean_dicts([view["metrics"] for view in views]),
+            "frozen_metrics": _mean_dicts([view["frozen_metrics"] for view in views]),
+            "n_test_queries": int(sum(view["n_test_queries"] for view in views)),
+            "near_duplicates_dropped": int(sum(view["near_duplicates_dropped"] for view in views))}
+
+
 def selection_summary(folds: list[dict[str, Any]]) -> dict[str, Any] | None:
     """Which rule chose the kept weights and which epoch each fold (and stage) kept; None when nothing trained."""
     per_fold = [fold["selection"] for fold in folds]
@@ -218,12 +228,14 @@ def run_cells(spec: ExperimentSpec, codecs: list[CodecChoice], data: tuple[BeirD
     for split in make_splits(dataset, spec.protocol, spec.split):
         log.info("%s %s: %s on split %s", dataset.name, spec.protocol, spec.method, split.name)
         method, n_triplets, train_seconds = _fit_split(spec, dataset, embeddings, split, fitted)
-        split, strict = _strict_view(spec, embeddings, split)
         test_set = embeddings.eval_set(split.test)
         frozen = evaluate_method(None, test_set, spec.ks)
+        strict = _strict_view(spec, embeddings, split)
         for folds, pipelines, codec in zip(folds_by_codec, pipelines_by_codec, codecs):
             fold, pipeline = _score_split(spec, embeddings, split, test_set, frozen, method, codec)
-            folds.append({**fold, **strict, "n_train_triplets": n_triplets, "train_seconds": train_seconds})
+            if strict is not None:
+                fold["strict"] = {**strict[1], "metrics": pipeline.evaluate(strict[0], spec.ks)}
+            folds.append({**fold, "n_train_triplets": n_triplets, "train_seconds": train_seconds})
             pipelines.append(pipeline)
     # The codecs share one fit: each record carries an equal share of the wall time, so sums stay true.
     shared = {"threads": threads, "wall_seconds": (time.perf_counter() - wall_started) / len(codecs)}
@@ -260,8 +272,8 @@ def _record(spec: ExperimentSpec, dataset_name: str, input_dim: int, folds: list
         "machine": machine(),
         **shared,
     }
-    if spec.protocol == "heldout-strict":
-        record["near_duplicates_dropped"] = int(sum(f["near_duplicates_dropped"] for f in folds))
+    if "strict" in folds[0]:
+        record["strict"] = strict_summary([fold["strict"] for fold in folds])
     record["retention"] = retention(record["metrics"], record["frozen_metrics"])
     if len(folds) > 1:
         record["folds"] = folds

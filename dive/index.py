@@ -7,8 +7,10 @@ Float storage is searched through :class:`dive.search.FlatSearch`, which scans a
 on every core; codec storage through the codec's :meth:`~dive.quantize.base.Codec.faiss_searcher`.
 A loaded index is a :class:`dive.search.Searcher` over frozen query vectors, behind the pipeline's method.
 Beside ``PATH`` it writes ``PATH.json``: the document ids (faiss stores row numbers), the
-pipeline and model folders, and the index's SHA-256, checked on load. Both files are written
-atomically, the index first; faiss index files are plain binary, never code.
+pipeline and model folders, the index's SHA-256 and the pipeline's (:func:`dive.pipeline.saved_sha256`),
+both checked on load: a pipeline retrained or saved again since is refused, as its output no
+longer matches the stored vectors. Both files are written atomically, the index first; faiss
+index files are plain binary, never code, and are parsed from their verified bytes.
 """
 
 from __future__ import annotations
@@ -22,11 +24,11 @@ import numpy as np
 
 from dive import __version__
 from dive.encode import EncodeConfig, encode_texts
-from dive.errors import DiveError
-from dive.pipeline import Pipeline
-from dive.saved import read_record
+from dive.errors import DiveError, short_repr
+from dive.pipeline import Pipeline, saved_sha256
+from dive.saved import file_sha256, read_record, read_verified
 from dive.search import FlatSearch, Searcher, TransformedSearch
-from dive.utils import atomic_path, sha256_file, write_json
+from dive.utils import atomic_path, write_json
 
 FORMAT = "dive-index/1"
 DEFAULT_TOP_K = 10
@@ -80,29 +82,90 @@ def build_index(pipeline: Pipeline, pipeline_dir: str | Path, doc_ids: list[str]
                "index_bytes": out.stat().st_size, **pipeline.describe()}
     write_json(manifest_path(out), {"format": FORMAT, "dive_version": __version__, **summary, "binary": binary,
                                     "pipeline": str(Path(pipeline_dir).resolve()),
+                                    "pipeline_sha256": saved_sha256(pipeline_dir),
                                     "model": str(Path(model).resolve()) if model else None,
-                                    "sha256": sha256_file(out), "doc_ids": list(doc_ids)})
+                                    "sha256": file_sha256(out), "doc_ids": list(doc_ids)})
     return summary
 
 
 def load_index(path: str | Path) -> SearchIndex:
-    """Read an index written by :func:`build_index`, verifying its checksum and size."""
+    """Read an index written by :func:`build_index`: its manifest's fields checked, the index verified
+    against its checksum before faiss parses it, and the pipeline against the checksum it had then."""
     path = Path(path)
     record_path = manifest_path(path)
     if not record_path.exists():
         raise DiveError(f"{path}: no {record_path.name} beside it (not written by `dive index`)")
     record = read_record(record_path, FORMAT)
+    fields = _manifest_fields(record_path, record)
     if not path.exists():
         raise DiveError(f"{path}: missing (its {record_path.name} is here)")
-    if sha256_file(path) != record.get("sha256"):
-        raise DiveError(f"{path}: checksum does not match {record_path.name} (file altered or truncated)")
-    index = (faiss.read_index_binary if record.get("binary") else faiss.read_index)(str(path))
-    doc_ids = record.get("doc_ids")
-    if not isinstance(doc_ids, list) or len(doc_ids) != index.ntotal:
+    data = read_verified(path, fields["sha256"], f"{path}: checksum does not match {record_path.name} "
+                                                 "(file altered or truncated)")
+    index = _parse_index(path, data, fields["binary"])
+    doc_ids = fields["doc_ids"]
+    if len(doc_ids) != index.ntotal:
         raise DiveError(f"{record_path}: its document ids do not match the index's {index.ntotal} vectors")
-    pipeline = Pipeline.load(record["pipeline"])
+    pipeline = Pipeline.load(fields["pipeline"], fields["pipeline_sha256"],
+                             f"{path}: its pipeline {fields['pipeline']} has changed since `dive index` built it "
+                             "(retrained or saved again); run `dive index` again")
+    _check_index_fits(path, index, pipeline)
     return SearchIndex(TransformedSearch(pipeline.transform, stored_searcher(index, pipeline)), pipeline,
-                       [str(i) for i in doc_ids], record.get("model"))
+                       [str(i) for i in doc_ids], fields["model"])
+
+
+MANIFEST_FIELDS: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "pipeline": (str, "the folder of the pipeline it was built with"),
+    "pipeline_sha256": (str, "the pipeline's checksum (indexes of older dives lack it: run `dive index` again)"),
+    "sha256": (str, "the index file's checksum"),
+    "binary": (bool, "true or false"),
+    "doc_ids": (list, "the list of document ids"),
+    "model": ((str, type(None)), "the text model's folder, or null"),
+}
+"""What :func:`load_index` reads from an index manifest: each field's type, and what it is (for the refusal)."""
+
+
+def _manifest_fields(record_path: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """The fields :func:`load_index` uses, each checked for its type; one refusal naming the first that is wrong."""
+    for name, (kind, meaning) in MANIFEST_FIELDS.items():
+        if name not in record:
+            raise DiveError(f"{record_path}: no '{name}' ({meaning}); run `dive index` again")
+        if not _has_type(record[name], kind):
+            raise DiveError(f"{record_path}: '{name}' must be {meaning}, got {short_repr(record[name])}")
+    return {name: record[name] for name in MANIFEST_FIELDS}
+
+
+def _has_type(value: Any, kind: type | tuple[type, ...]) -> bool:
+    """``isinstance``, except that true/false is only a bool (JSON booleans are ints in Python)."""
+    return isinstance(value, kind) and (not isinstance(value, bool) or kind is bool)
+
+
+def _parse_index(path: Path, data: bytes, binary: bool) -> Any:
+    """The faiss index serialised in ``data`` (verified bytes of ``path``); a file faiss cannot read is one line."""
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    try:
+        return (faiss.deserialize_index_binary if binary else faiss.deserialize_index)(buffer)
+    except (RuntimeError, ValueError, MemoryError) as error:
+        reason = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+        raise DiveError(f"{path}: not a readable faiss index ({reason[:160]})") from None
+
+
+def _check_index_fits(path: Path, index: Any, pipeline: Pipeline) -> None:
+    """Refuse an index of another kind or dimension than the one :func:`build_index` makes for ``pipeline``."""
+    expected = _reference_index(pipeline)
+    if type(index) is not type(expected):
+        raise DiveError(f"{path}: a faiss {type(index).__name__}, but the pipeline is indexed as "
+                        f"{type(expected).__name__} (not the index `dive index` wrote)")
+    if index.d != expected.d:
+        raise DiveError(f"{path}: a faiss index of dimension {index.d}, but the pipeline stores dimension "
+                        f"{expected.d} (not the index `dive index` wrote)")
+
+
+def _reference_index(pipeline: Pipeline) -> Any:
+    """An index of the kind and dimension :func:`build_index` makes for ``pipeline``, holding one probe vector."""
+    if pipeline.codec is None:
+        return faiss.IndexFlatIP(pipeline.method.output_dim)
+    probe = np.full((1, pipeline.method.output_dim), pipeline.method.output_dim ** -0.5, dtype=np.float32)
+    return pipeline.codec.faiss_index(pipeline.codec.encode(probe))
 
 
 def stored_searcher(index: Any, pipeline: Pipeline) -> Searcher:

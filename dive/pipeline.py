@@ -5,12 +5,15 @@
 ``pipeline.json`` is written last and records the SHA-256 of each part's ``config.json`` (which
 in turn records its payload's), so a save cut short is never loaded as a pipeline: without the
 manifest the folder is refused as incomplete, and a previous manifest no longer matches the
-rewritten parts.
+rewritten parts. Loading verifies each file against its recorded checksum before parsing it
+(:mod:`dive.saved`), so an edited ``config.json`` never reaches a constructor, and a manifest
+without checksums is refused rather than loaded unchecked.
 Bytes per vector are the codec's when there is one, else float32 storage of the method's output.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,13 +24,13 @@ import numpy as np
 from dive import __version__
 from dive.config import to_dict
 from dive.data.sets import EvalSet
-from dive.errors import DiveError
+from dive.errors import DiveError, short_repr
 from dive.evaluate import evaluate_searcher
 from dive.methods import Method, load_method
 from dive.quantize import Codec, load_codec
-from dive.saved import CONFIG_FILE, read_record
+from dive.saved import CONFIG_FILE, file_sha256, read_record
 from dive.search import FlatSearch, Searcher, TransformedSearch
-from dive.utils import sha256_file, write_json
+from dive.utils import write_json
 
 PIPELINE_FILE = "pipeline.json"
 METHOD_FOLDER = "method"
@@ -94,7 +97,7 @@ class Pipeline:
                     shutil.rmtree(directory / folder, ignore_errors=True)
                     continue
                 part.save(directory / folder)
-                checksums[folder] = sha256_file(directory / folder / CONFIG_FILE)
+                checksums[folder] = file_sha256(directory / folder / CONFIG_FILE)
             folders = {name: (name if part is not None else None) for name, part in parts.items()}
             write_json(directory / PIPELINE_FILE, {"format": FORMAT, "dive_version": __version__, **self.describe(),
                                                    "folders": folders, "checksums": checksums})
@@ -106,30 +109,66 @@ class Pipeline:
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path) -> "Pipeline":
-        """A saved pipeline folder, or a bare saved method folder (a pipeline without codec)."""
+    def load(cls, directory: str | Path, expected_sha256: str | None = None, mismatch: str = "") -> "Pipeline":
+        """A saved pipeline folder, or a bare saved method folder (a pipeline without codec).
+
+        Each file is verified before it is parsed: ``pipeline.json`` records the checksum of each
+        part's ``config.json``, which records its payload's. With ``expected_sha256`` (an index
+        records it, see :func:`saved_sha256`), the folder's own record must have that checksum,
+        else the load is refused with ``mismatch``.
+        """
         directory = Path(directory)
         manifest_path = directory / PIPELINE_FILE
-        if not manifest_path.exists():
+        if not os.path.lexists(manifest_path):
             if (directory / METHOD_FOLDER).is_dir():
                 raise DiveError(f"{directory}: incomplete pipeline (no {PIPELINE_FILE}; its save was interrupted)")
-            return cls(load_method(directory))
-        manifest = read_record(manifest_path, FORMAT)
-        folders = manifest.get("folders") or {}
-        method = load_method(directory / METHOD_FOLDER)
-        codec = load_codec(directory / CODEC_FOLDER) if folders.get("codec") else None
-        _check_parts(directory, manifest.get("checksums", {}))  # each part is whole; are they this save's?
+            return cls(load_method(directory, expected_sha256, mismatch))
+        manifest = read_record(manifest_path, FORMAT, expected_sha256, mismatch)
+        checksums = _part_checksums(manifest_path, manifest)
+        method = load_method(directory / METHOD_FOLDER, *_part_checksum(directory, checksums, METHOD_FOLDER))
+        codec = None
+        if CODEC_FOLDER in checksums:
+            codec = load_codec(directory / CODEC_FOLDER, *_part_checksum(directory, checksums, CODEC_FOLDER))
         if codec is not None and codec.dim != method.output_dim:
-            raise DiveError(f"{directory}: codec dim {codec.dim} does not match the method's output {method.output_dim}")
+            raise DiveError(f"{directory}: codec dim {codec.dim} does not match the method's output "
+                            f"{method.output_dim}")
         return cls(method, codec)
 
 
-def _check_parts(directory: Path, checksums: Any) -> None:
-    """Each part's ``config.json`` must be the one the manifest recorded (older manifests record none)."""
-    if not isinstance(checksums, dict) or not set(checksums) <= {METHOD_FOLDER, CODEC_FOLDER}:
-        raise DiveError(f"{directory / PIPELINE_FILE}: 'checksums' must map {METHOD_FOLDER}/{CODEC_FOLDER} to SHA-256s")
-    for folder, expected in checksums.items():
-        config = directory / folder / CONFIG_FILE
-        if not config.is_file() or sha256_file(config) != expected:
-            raise DiveError(f"{directory / folder}: does not match {PIPELINE_FILE} "
-                            "(altered, or a save was interrupted); save the pipeline again")
+def saved_sha256(directory: str | Path) -> str:
+    """The checksum that identifies a saved pipeline: its ``pipeline.json``'s (which records every part's,
+    which record their payloads'), or a bare method folder's ``config.json``'s."""
+    directory = Path(directory)
+    manifest = directory / PIPELINE_FILE
+    return file_sha256(manifest if os.path.lexists(manifest) else directory / CONFIG_FILE)
+
+
+def _part_checksums(manifest_path: Path, manifest: dict[str, Any]) -> dict[str, str]:
+    """The recorded SHA-256 of each part's ``config.json``: ``method`` always, ``codec`` when there is one.
+
+    A manifest without them is refused (a missing checksum would turn the check off), and so is one
+    whose ``folders`` disagree with them.
+    """
+    checksums = manifest.get("checksums")
+    if not isinstance(checksums, dict) or METHOD_FOLDER not in checksums:
+        raise DiveError(f"{manifest_path}: no 'checksums' of its parts (each part's {CONFIG_FILE} SHA-256); "
+                        "save the pipeline again")
+    parts = {METHOD_FOLDER, CODEC_FOLDER}
+    if not set(checksums) <= parts or not all(_is_sha256(value) for value in checksums.values()):
+        raise DiveError(f"{manifest_path}: 'checksums' must map {METHOD_FOLDER} (and {CODEC_FOLDER}) to SHA-256s, "
+                        f"got {short_repr(checksums)}")
+    folders = {METHOD_FOLDER: METHOD_FOLDER, CODEC_FOLDER: CODEC_FOLDER if CODEC_FOLDER in checksums else None}
+    if manifest.get("folders") != folders:
+        raise DiveError(f"{manifest_path}: 'folders' must be {folders} to match its checksums, "
+                        f"got {short_repr(manifest.get('folders'))}")
+    return checksums
+
+
+def _is_sha256(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(char in "0123456789abcdef" for char in value)
+
+
+def _part_checksum(directory: Path, checksums: dict[str, str], folder: str) -> tuple[str, str]:
+    """(the checksum ``folder``'s ``config.json`` must have, the refusal when it has another)."""
+    return checksums[folder], (f"{directory / folder}: does not match {PIPELINE_FILE} (altered, or a save was "
+                               "interrupted); save the pipeline again")

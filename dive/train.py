@@ -27,11 +27,11 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_tensors_bytes
 from tqdm.auto import tqdm
 
 from dive.errors import DiveError
-from dive.saved import CONFIG_FILE, read_saved, write_saved
+from dive.saved import CONFIG_FILE, read_saved, torch_payload, write_saved
 
 log = logging.getLogger(__name__)
 
@@ -399,7 +399,7 @@ def _save_checkpoint(checkpoint: Checkpointing, module: torch.nn.Module, optimiz
         if _is_scratch(leftover):
             shutil.rmtree(leftover, ignore_errors=True)
     scratch = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=directory))
-    write_saved(scratch, CHECKPOINT_FORMAT, CHECKPOINT_TENSORS, lambda tmp: save_file(tensors, str(tmp)),
+    write_saved(scratch, CHECKPOINT_FORMAT, CHECKPOINT_TENSORS, torch_payload(tensors),
                 {"fingerprint": checkpoint.fingerprint, "epoch": len(state.history), "history": state.history,
                  "numpy_rng": rng.bit_generator.state, "param_groups": optimizer_state["param_groups"],
                  "best_score": state.best_score if state.best_state is not None else None,
@@ -417,7 +417,8 @@ def _save_checkpoint(checkpoint: Checkpointing, module: torch.nn.Module, optimiz
 
 def _restore_checkpoint(checkpoint: Checkpointing, module: torch.nn.Module, optimizer: torch.optim.Optimizer,
                         rng: np.random.Generator, device: torch.device) -> _LoopState:
-    record, tensors = read_saved(checkpoint.saved_epochs()[-1], CHECKPOINT_FORMAT, CHECKPOINT_TENSORS, load_file)
+    record, tensors = read_saved(checkpoint.saved_epochs()[-1], CHECKPOINT_FORMAT, CHECKPOINT_TENSORS,
+                                 load_tensors_bytes)
     if record.get("fingerprint") != checkpoint.fingerprint:
         raise DiveError(f"{checkpoint.directory}: the checkpoint was made with other settings or data; "
                         "rerun without --resume (or use the original settings)")

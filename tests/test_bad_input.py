@@ -6,6 +6,7 @@ Each case builds its broken input from a valid toy dataset, vectors folder and s
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
 from pathlib import Path
@@ -62,8 +63,19 @@ def edit_config(change):
         path = root / "pipeline" / "method" / "config.json"
         record = json.loads(path.read_text())
         change(record)
-        path.write_text(json.dumps(record))
+        write_config(root, json.dumps(record))
     return apply
+
+
+def write_config(root: Path, text: str) -> None:
+    """Replace the method's config.json and record its checksum in pipeline.json (as a save would), so the
+    load gets past the checksum check (issue 20, defect 7) and reaches the config's content."""
+    path = root / "pipeline" / "method" / "config.json"
+    path.write_text(text)
+    manifest = root / "pipeline" / "pipeline.json"
+    record = json.loads(manifest.read_text())
+    record["checksums"]["method"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    manifest.write_text(json.dumps(record))
 
 
 def with_value(row: int, column: int, value: float):
@@ -130,7 +142,7 @@ CASES = {
         pickle.dumps(Planted(r / "PWNED"))), EVALUATE, "checksum does not match config.json"),
     "config from a newer dive": (edit_config(lambda record: record.update(dive_version="99.0")), EVALUATE,
                                  "written by dive 99.0, newer than this dive"),
-    "config that is not JSON": (lambda r: (r / "pipeline" / "method" / "config.json").write_text("{oops"), EVALUATE,
+    "config that is not JSON": (lambda r: write_config(r, "{oops"), EVALUATE,
                                 "config.json: not valid JSON"),
     "not a pipeline folder": (lambda r: (r / "pipeline" / "pipeline.json").write_text('{"format": "other"}'),
                               EVALUATE, "pipeline.json: not a dive-pipeline/1 file"),

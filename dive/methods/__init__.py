@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from dive.config import from_dict
-from dive.errors import DiveError
+from dive.errors import DiveError, short_repr
 from dive.methods.autoencoder import Autoencoder
 from dive.methods.base import Citation, Method, Role, TorchAdapter, read_method_folder
 from dive.methods.dive import Dive
@@ -45,8 +45,8 @@ REGISTRY: dict[str, type[Method]] = {
 def method_class(name: str) -> type[Method]:
     try:
         return REGISTRY[name]
-    except KeyError:
-        raise DiveError(f"unknown method {name!r}; choose one of {', '.join(REGISTRY)}") from None
+    except (KeyError, TypeError):  # TypeError: a name read from a file that is not text
+        raise DiveError(f"unknown method {short_repr(name)}; choose one of {', '.join(REGISTRY)}") from None
 
 
 def methods_with_role(*roles: Role) -> list[str]:
@@ -78,10 +78,18 @@ def create_method(name: str, dataset: str | None = None, **overrides: Any) -> Me
     return cls(from_dict(cls.Config, overrides, config))
 
 
-def load_method(directory: str | Path) -> Method:
-    """Load a method saved with ``method.save(directory)``: JSON + safetensors, no code executed."""
-    record, tensors = read_method_folder(directory)
-    return method_class(record["method"]).from_saved(record, tensors)
+def load_method(directory: str | Path, config_sha256: str | None = None, config_mismatch: str = "") -> Method:
+    """Load a method saved with ``method.save(directory)``: JSON + safetensors, no code executed.
+
+    With ``config_sha256`` (recorded by a pipeline or an index), ``config.json`` must have that
+    checksum, checked before any of its fields is read; ``config_mismatch`` is the refusal.
+    """
+    record, tensors = read_method_folder(directory, config_sha256, config_mismatch)
+    try:
+        cls = method_class(record.get("method"))
+    except DiveError as error:
+        raise DiveError(f"{Path(directory) / 'config.json'}: {error}") from None
+    return cls.from_saved(record, tensors, directory)
 
 
 __all__ = ["REGISTRY", "Citation", "Method", "Role", "TorchAdapter", "ablations_of", "create_method", "load_method",

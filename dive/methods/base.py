@@ -17,16 +17,16 @@ from typing import Any, ClassVar, Iterator, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_tensors_bytes
 from torch import nn
 
 from dive.config import from_dict, to_dict
 from dive.data.sets import TrainSet, check_vectors
-from dive.errors import DiveError
+from dive.errors import DiveError, short_repr
 from dive.evaluate import evaluate_method
 from dive.train import (Batch, Checkpointing, History, Stage, TrainConfig, batch_slices, result_settings,
                         train_stages)
-from dive.saved import read_saved, write_saved
+from dive.saved import CONFIG_FILE, read_saved, torch_payload, write_saved
 
 FORMAT = "dive-method/1"
 WEIGHTS_FILE = "weights.safetensors"
@@ -226,30 +226,62 @@ class Method(ABC):
         """Write ``config.json`` + ``weights.safetensors`` into ``directory``, each atomically."""
         self.check_fitted("nothing to save")
         tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in self.tensors().items()}
-        _check_finite(tensors, self.name)
+        name = _non_finite(tensors)
+        if name is not None:
+            raise DiveError(f"{self.name}: weights {name!r} hold NaN or infinite values; not saved (training diverged?)")
         return write_saved(directory, FORMAT, WEIGHTS_FILE,
-                           lambda tmp: save_file(tensors, str(tmp), metadata={"format": FORMAT, "method": self.name}),
+                           torch_payload(tensors, metadata={"format": FORMAT, "method": self.name}),
                            {"method": self.name, "input_dim": self.input_dim, "output_dim": self.output_dim,
                             "config": to_dict(self.config)})
 
     @classmethod
-    def from_saved(cls, record: dict[str, Any], tensors: dict[str, torch.Tensor]) -> "Method":
-        method = cls(from_dict(cls.Config, record["config"]))
-        method.input_dim = int(record["input_dim"])
-        method.load_tensors(tensors)
+    def from_saved(cls, record: dict[str, Any], tensors: dict[str, torch.Tensor],
+                   directory: str | Path = "") -> "Method":
+        """The method held by a verified saved folder (``record`` and ``tensors`` from :func:`read_method_folder`).
+
+        Every field is type-checked before use, and the weights must be finite and fit the
+        config exactly: a refusal is one DiveError naming ``directory``'s ``config.json``.
+        """
+        where = Path(directory) / CONFIG_FILE
+        try:
+            method = cls(from_dict(cls.Config, record.get("config")))
+        except DiveError as error:
+            raise DiveError(f"{where}: {error}") from None
+        input_dim = record.get("input_dim")
+        if isinstance(input_dim, bool) or not isinstance(input_dim, int) or input_dim < 1:
+            raise DiveError(f"{where}: 'input_dim' must be a positive integer, got {short_repr(input_dim)}")
+        try:
+            method._check_target_dim(input_dim)
+        except DiveError as error:
+            raise DiveError(f"{where}: {error}") from None
+        method.input_dim = input_dim
+        if record.get("output_dim") != method.output_dim:
+            raise DiveError(f"{where}: 'output_dim' {short_repr(record.get('output_dim'))} does not match the "
+                            f"{method.output_dim} its config gives")
+        name = _non_finite(tensors)
+        if name is not None:
+            raise DiveError(f"{where.parent / WEIGHTS_FILE}: weights {name!r} hold NaN or infinite values; "
+                            "refused (training diverged?)")
+        try:
+            method.load_tensors(tensors)
+        except DiveError as error:
+            raise DiveError(f"{where.parent}: {error}") from None
         return method
 
 
-def _check_finite(tensors: dict[str, torch.Tensor], method: str) -> None:
-    """Refuse NaN or infinite weights: every vector they produced would be NaN."""
+def _non_finite(tensors: dict[str, torch.Tensor]) -> str | None:
+    """The name of the first floating-point tensor holding NaN or inf (every vector it touched would be NaN)."""
     for name, tensor in tensors.items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise DiveError(f"{method}: weights {name!r} hold NaN or infinite values; not saved (training diverged?)")
+            return name
+    return None
 
 
-def read_method_folder(directory: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Read and verify a saved method folder (see :mod:`dive.saved`)."""
-    return read_saved(directory, FORMAT, WEIGHTS_FILE, load_file)
+def read_method_folder(directory: str | Path, config_sha256: str | None = None, config_mismatch: str = ""
+                       ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Read and verify a saved method folder (see :mod:`dive.saved`); with ``config_sha256``, its
+    ``config.json`` must have that checksum (refused with ``config_mismatch`` otherwise)."""
+    return read_saved(directory, FORMAT, WEIGHTS_FILE, load_tensors_bytes, config_sha256, config_mismatch)
 
 
 class TorchAdapter(Method):
@@ -353,9 +385,27 @@ class TorchAdapter(Method):
         return dict(self.module.state_dict())
 
     def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        self._check_shapes(tensors)
         self.module = self.build(self.input_dim)
         try:
             self.module.load_state_dict(tensors)
         except RuntimeError as error:
             raise DiveError(f"{self.name}: saved weights do not fit the saved config ({str(error).splitlines()[0]})") from None
         self.module.eval()
+
+    def _check_shapes(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Refuse weights whose names or shapes differ from the module the config describes, before
+        building it: the module is first built on torch's ``meta`` device, which allocates nothing,
+        so a config asking for a huge module (``hidden`` = 10^12) is refused instead of allocated."""
+        try:
+            with torch.device("meta"):
+                module = self.build(self.input_dim)
+        except (RuntimeError, ValueError, TypeError, OverflowError) as error:
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise DiveError(f"{self.name}: the saved config describes no valid model ({reason})") from None
+        expected = {name: tuple(tensor.shape) for name, tensor in module.state_dict().items()}
+        saved = {name: tuple(tensor.shape) for name, tensor in tensors.items()}
+        if saved != expected:
+            different = sorted(set(saved) ^ set(expected)) or [n for n in sorted(saved) if saved[n] != expected[n]]
+            raise DiveError(f"{self.name}: saved weights do not fit the saved config ({different[0]!r}: saved "
+                            f"{saved.get(different[0])}, config gives {expected.get(different[0])})")

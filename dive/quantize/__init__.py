@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dive.errors import DiveError
+from dive.errors import DiveError, short_repr
 from dive.quantize.base import Codec, CodesSearch, FaissCodesSearch, evaluate_codec, read_codec_folder, retrieve_codes
 from dive.quantize.binary import Binary
 from dive.quantize.float16 import Float16
@@ -32,7 +32,7 @@ def codec_class(name: str) -> type[Codec]:
     try:
         return CODECS[name]
     except (KeyError, TypeError):
-        raise DiveError(f"unknown codec {name!r}; choose one of {', '.join(CODECS)}") from None
+        raise DiveError(f"unknown codec {short_repr(name)}; choose one of {', '.join(CODECS)}") from None
 
 
 def create_codec(name: str, **settings: Any) -> Codec:
@@ -40,10 +40,18 @@ def create_codec(name: str, **settings: Any) -> Codec:
     return codec_class(name)(**settings)
 
 
-def load_codec(directory: str | Path) -> Codec:
-    """Load any codec saved with ``codec.save(directory)`` (JSON + safetensors, checksum verified)."""
-    record, state = read_codec_folder(directory)
-    return codec_class(record["codec"]).from_saved(directory, record, state)
+def load_codec(directory: str | Path, config_sha256: str | None = None, config_mismatch: str = "") -> Codec:
+    """Load any codec saved with ``codec.save(directory)`` (JSON + safetensors, checksum verified).
+
+    With ``config_sha256`` (recorded by a pipeline), ``config.json`` must have that checksum,
+    checked before any of its fields is read; ``config_mismatch`` is the refusal.
+    """
+    record, state = read_codec_folder(directory, config_sha256, config_mismatch)
+    try:
+        cls = codec_class(record.get("codec"))
+    except DiveError as error:
+        raise DiveError(f"{Path(directory) / 'config.json'}: {error}") from None
+    return cls.from_saved(directory, record, state)
 
 
 __all__ = ["CODECS", "Binary", "Codec", "CodesSearch", "FaissCodesSearch", "Float16", "Int8", "Lossless", "PQ",

@@ -22,14 +22,14 @@ from typing import Any, Callable, ClassVar, Sequence
 
 import faiss
 import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load as load_arrays_bytes
 
 from dive.config import from_dict, to_dict
 from dive.data.sets import EvalSet, check_vectors
-from dive.errors import DiveError
+from dive.errors import DiveError, short_repr
 from dive.evaluate import DEFAULT_KS, Run, evaluate_searcher, search_run
 from dive.search import exact_search
-from dive.saved import CONFIG_FILE, read_saved, write_saved
+from dive.saved import CONFIG_FILE, numpy_payload, read_saved, write_saved
 
 FORMAT = "dive-codec/1"
 STATE_FILE = "state.safetensors"
@@ -210,8 +210,8 @@ class Codec(ABC):
         """Write ``config.json`` + ``state.safetensors`` into ``directory``, each atomically."""
         self._require_fitted("save")
         state = {name: np.ascontiguousarray(array) for name, array in self.state().items()}
-        return write_saved(directory, FORMAT, STATE_FILE,
-                           lambda tmp: save_file(state, str(tmp), metadata={"format": FORMAT, "codec": self.name}),
+        payload = numpy_payload(state, metadata={"format": FORMAT, "codec": self.name})
+        return write_saved(directory, FORMAT, STATE_FILE, payload,
                            {"codec": self.name, "dim": self.dim, "config": to_dict(self.config),
                             "extra": self.extra()})
 
@@ -225,16 +225,33 @@ class Codec(ABC):
 
     @classmethod
     def from_saved(cls, directory: str | Path, record: dict[str, Any], state: dict[str, np.ndarray]) -> "Codec":
-        """The codec held by a verified saved folder (``record`` and ``state`` from :func:`read_codec_folder`)."""
-        if record["codec"] != cls.name:
-            raise DiveError(f"{directory}: holds a {record['codec']!r} codec, not {cls.name!r}")
-        codec = cls(from_dict(cls.Config, record["config"]))
+        """The codec held by a verified saved folder (``record`` and ``state`` from :func:`read_codec_folder`).
+
+        Every field is type-checked before use and float state must be finite; a refusal is one
+        DiveError naming the folder's ``config.json``.
+        """
+        where = Path(directory) / CONFIG_FILE
+        if record.get("codec") != cls.name:
+            raise DiveError(f"{directory}: holds a {short_repr(record.get('codec'))} codec, not {cls.name!r}")
+        try:
+            codec = cls(from_dict(cls.Config, record.get("config")))
+        except DiveError as error:
+            raise DiveError(f"{where}: {error}") from None
         dim = record.get("dim")
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-            raise DiveError(f"{directory}: {CONFIG_FILE} has an invalid dim {dim!r}")
-        codec._check_dim(dim, None)
+            raise DiveError(f"{where}: has an invalid dim {short_repr(dim)}")
+        try:
+            codec._check_dim(dim, None)
+        except DiveError as error:
+            raise DiveError(f"{where}: {error}") from None
         codec.dim = dim
-        extra = record.get("extra") or {}
+        extra = record.get("extra", {})
+        if not isinstance(extra, dict):
+            raise DiveError(f"{where}: 'extra' must be a mapping, got {short_repr(extra)}")
+        bad = next((name for name, array in state.items() if array.dtype.kind == "f" and not np.isfinite(array).all()),
+                   None)
+        if bad is not None:
+            raise DiveError(f"{Path(directory) / STATE_FILE}: state {bad!r} holds NaN or infinite values; refused")
         try:
             codec.load_state(state, extra)
         except (KeyError, ValueError, TypeError) as error:
@@ -244,9 +261,11 @@ class Codec(ABC):
         return codec
 
 
-def read_codec_folder(directory: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Read and verify a saved codec folder (see :mod:`dive.saved`)."""
-    return read_saved(directory, FORMAT, STATE_FILE, load_file)
+def read_codec_folder(directory: str | Path, config_sha256: str | None = None, config_mismatch: str = ""
+                      ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Read and verify a saved codec folder (see :mod:`dive.saved`); with ``config_sha256``, its
+    ``config.json`` must have that checksum (refused with ``config_mismatch`` otherwise)."""
+    return read_saved(directory, FORMAT, STATE_FILE, load_arrays_bytes, config_sha256, config_mismatch)
 
 
 def require_state(codec: Codec, state: dict[str, np.ndarray], name: str, shape: tuple[int, ...],

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dive import checks
 from dive.data.beir import BeirDataset
 from dive.data.download import cache_dir
 from dive.data.sets import Embeddings, check_vectors
@@ -39,7 +40,7 @@ class EncodeConfig:
         model: a local sentence-transformers folder; ``None`` = the packaged all-MiniLM-L6-v2.
         batch_size: texts per forward pass (sentence-transformers' default, 32, is slower on CPU
             for short queries; 64 is a good CPU trade-off).
-        device: ``cpu`` or ``cuda``.
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         use_cache: read and write the on-disk embedding cache.
         progress: show a progress bar while encoding (``--no-progress`` turns it off).
         engine: ``local`` (this process) or ``ray`` (Ray Data ``map_batches`` over ``ray_workers``
@@ -59,6 +60,9 @@ class EncodeConfig:
     def __post_init__(self) -> None:
         if self.engine not in ("local", "ray"):
             raise DiveError(f"unknown encode engine {self.engine!r}; expected local or ray")
+        checks.device("device", self.device)
+        checks.whole_at_least("batch_size", self.batch_size, 1)
+        checks.whole_at_least("ray_workers", self.ray_workers, 1)
 
 
 def default_model_path() -> Path:

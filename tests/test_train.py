@@ -299,3 +299,19 @@ def test_a_method_declares_its_stages_and_each_checkpoints_in_its_own_folder(tmp
         "all/epoch-00001", "decoder/epoch-00002"]
     resumed = FrozenEncoderThenAll(**settings).checkpoint_to(tmp_path, resume=True).fit(train_set)
     assert same_weights(resumed, method)
+
+
+@pytest.mark.parametrize("settings,message", [
+    ({"lr": float("inf")}, "lr must be a finite number, got inf"),
+    ({"lr": float("nan")}, "lr must be a finite number, got nan"),
+    ({"lr": 0.0}, "lr must be above 0"),
+    ({"weight_decay": -0.1}, "weight_decay must be at least 0"),
+    ({"epochs": 0}, "epochs must be at least 1"),
+    ({"batch_size": 1}, "batch_size must be at least 2"),
+    ({"device": "tpu"}, "device must be cpu, cuda, cuda:N or mps, got 'tpu'"),
+])
+def test_train_config_refuses_settings_that_cannot_train(settings, message):
+    with pytest.raises(DiveError, match=message):
+        dive.train.TrainConfig(**settings)
+    for device in ("cpu", "cuda", "cuda:1", "mps"):
+        assert dive.train.TrainConfig(device=device).device == device

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dive import checks
 from dive.data.beir import BeirDataset, Qrels
 from dive.errors import DiveError
 
@@ -28,7 +29,8 @@ class SplitConfig:
     Attributes:
         n_folds: folds for test-only datasets (SPEC: K=5).
         validation_fraction: share of train queries held out for validation (heldout only);
-            dive's choice, 10%, so early stopping and tuning never see test queries.
+            dive's choice, 10%, so early stopping and tuning never see test queries. 0 holds
+            none out; below 1, so some queries train.
         split_seed: fixes folds and the validation slice; independent of the training seed so
             every method and seed sees the same partition.
     """
@@ -36,6 +38,14 @@ class SplitConfig:
     n_folds: int = 5
     validation_fraction: float = 0.1
     split_seed: int = 0
+
+    def __post_init__(self) -> None:
+        checks.whole_at_least("n_folds", self.n_folds, 2)
+        checks.finite("validation_fraction", self.validation_fraction)
+        if not 0 <= self.validation_fraction < 1:
+            raise checks.InvalidSetting("validation_fraction", "must be between 0 and 1 (0: no validation slice)",
+                                        self.validation_fraction)
+        checks.whole_at_least("split_seed", self.split_seed, 0)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from dive.data import (BeirDataset, Embeddings, EvalSet, MiningConfig, Split, Sp
 from dive.data.splits import TRANSDUCTIVE_LABEL, positive_only
 from dive.encode import EncodeConfig, embed_dataset, load_embeddings
 from dive.errors import DiveError
-from dive.evaluate import DEFAULT_KS, evaluate_method, retention
+from dive.evaluate import DEFAULT_KS, check_cutoffs, evaluate_method, retention
 from dive.methods import Method, create_method, method_class
 from dive.methods.base import TorchAdapter
 from dive.pipeline import Pipeline
@@ -65,6 +65,9 @@ class ExperimentSpec:
     resume: bool = False
     """Continue from ``checkpoint_dir``'s checkpoints (same settings and data) instead of starting over."""
 
+    def __post_init__(self) -> None:
+        check_cutoffs(self.ks)
+
     def default_out(self) -> str:
         """The run folder ``dive train`` saves into without ``--out``:
         ``runs/<dataset>-<method>-<dim>-<protocol>-seed<seed>``."""
@@ -101,6 +104,8 @@ def load_data(spec: ExperimentSpec) -> tuple[BeirDataset, Embeddings]:
 def build_method(spec: ExperimentSpec, dataset_name: str) -> Method:
     """The spec's method with the paper's defaults for the dataset, its overrides, and its seed."""
     overrides = {**spec.overrides, "dim": spec.dim}
+    if not isinstance(overrides.get("train", {}), dict):
+        raise DiveError(f"training settings ('train') must be a mapping, got {overrides['train']!r}")
     if "train" in method_class(spec.method).Config.__dataclass_fields__:
         overrides["train"] = {**overrides.get("train", {}), "seed": spec.seed}
     elif overrides.pop("train", None):

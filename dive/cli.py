@@ -13,16 +13,17 @@ import signal
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, NoReturn, Sequence, TypeVar
 
 from dive import __version__
+from dive.checks import InvalidSetting
 from dive.compress import DEFAULT_CHUNK_ROWS, compress_file, compress_with_ray
 from dive.config import field_default, parse_assignments, read_config_file
 from dive.data import MiningConfig, SplitConfig
 from dive.data.splits import PROTOCOLS
 from dive.encode import EncodeConfig, model_path, save_embeddings
 from dive.errors import DiveError
-from dive.evaluate import DEFAULT_KS
+from dive.evaluate import DEFAULT_KS, check_cutoffs
 from dive.experiments import (PRESETS, ExperimentSpec, GridSpec, load_data, merge_results, reproduce,
                               run_experiment, train_and_save, write_report)
 from dive.experiments.report import format_result
@@ -32,7 +33,7 @@ from dive.index import DEFAULT_TOP_K, build_index, load_index
 from dive.methods import REGISTRY, method_class
 from dive.pipeline import Pipeline
 from dive.quantize import CODECS
-from dive.train import SELECTION_RULES, TrainConfig
+from dive.train import TrainConfig
 
 DESCRIPTION = """dive compresses frozen retrieval embeddings (any model) to 64-512 dims with a small
 trained adapter and measures, with real retrieval metrics, what search quality was kept."""
@@ -56,6 +57,44 @@ BEIR's public datasets are downloaded there when missing. Embeddings are cached 
 $DIVE_CACHE_DIR (default: the platform cache dir)."""
 
 
+T = TypeVar("T")
+CONVERSIONS = {int: "an integer", float: "a number", str: "text"}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad command line as dive reports bad input: one line, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"dive: error: {message} (see {self.prog} --help)\n")
+
+
+def _checked(convert: Callable[[str], T], rule: Callable[[T], object]) -> Callable[[str], T]:
+    """An argparse ``type=``: ``convert`` the flag's text, then refuse the value by the library's ``rule``."""
+    def parse(text: str) -> T:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {CONVERSIONS[convert]}, got {text!r}") from None
+        try:
+            rule(value)
+        except InvalidSetting as error:
+            raise argparse.ArgumentTypeError(error.requirement) from None
+        except DiveError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+        return value
+    return parse
+
+
+def _setting(config: type, name: str, convert: Callable[[str], T]) -> Callable[[str], T]:
+    """An argparse ``type=`` for field ``name`` of dataclass ``config``: refused by ``config``'s own rules."""
+    return _checked(convert, lambda value: config(**{name: value}))
+
+
+DIVE_CONFIG = REGISTRY["dive"].Config
+DEVICE = _setting(EncodeConfig, "device", str)
+"""``--device``: encoding and training take the same devices (EncodeConfig and TrainConfig share the rule)."""
+
+
 def _data_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("data and embeddings")
     group.add_argument("--dataset", required=True, help="BEIR dataset name (e.g. scifact) or a BEIR-format folder")
@@ -63,11 +102,12 @@ def _data_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--model", help="local sentence-transformers folder (default: the packaged all-MiniLM-L6-v2)")
     group.add_argument("--vectors", help="folder of precomputed vectors (corpus.npy, corpus_ids.txt, queries.npy, "
                                          "query_ids.txt, as `dive embed` writes) instead of encoding text")
-    group.add_argument("--encode-batch-size", type=int, default=EncodeConfig.batch_size,
+    group.add_argument("--encode-batch-size", type=_setting(EncodeConfig, "batch_size", int),
+                       default=EncodeConfig.batch_size,
                        help=f"texts per encoder batch (default {EncodeConfig.batch_size})")
     group.add_argument("--no-cache", action="store_true", help="re-encode instead of using the embedding cache")
-    group.add_argument("--device", default=EncodeConfig.device,
-                       help=f"cpu or cuda (encoding and training; default {EncodeConfig.device})")
+    group.add_argument("--device", type=DEVICE, default=EncodeConfig.device,
+                       help=f"cpu, cuda, cuda:N or mps (encoding and training; default {EncodeConfig.device})")
 
 
 def _ray_arguments(parser: argparse.ArgumentParser, copies: str) -> None:
@@ -75,7 +115,7 @@ def _ray_arguments(parser: argparse.ArgumentParser, copies: str) -> None:
     group.add_argument("--engine", choices=["local", "ray"], default=EncodeConfig.engine,
                        help=f"local: this process; ray: Ray Data map_batches (default {EncodeConfig.engine})")
     group.add_argument("--ray-address", help="Ray cluster, e.g. auto or ray://head:10001 (default: a local instance)")
-    group.add_argument("--workers", type=int, default=EncodeConfig.ray_workers,
+    group.add_argument("--workers", type=_setting(EncodeConfig, "ray_workers", int), default=EncodeConfig.ray_workers,
                        help=f"Ray workers ({copies}); keep below the cluster's CPUs "
                             f"(default {EncodeConfig.ray_workers})")
 
@@ -87,11 +127,12 @@ def _protocol_arguments(parser: argparse.ArgumentParser) -> None:
                             "transductive protocol (trains on all qrels, test queries included)")
     group.add_argument("--seed", type=int, default=ExperimentSpec.seed,
                        help=f"seed for initialisation and negative sampling (default {ExperimentSpec.seed})")
-    group.add_argument("--k", type=int, action="append",
+    group.add_argument("--k", type=_checked(int, lambda k: check_cutoffs([k])), action="append",
                        help=f"extra cutoffs for nDCG@k/Recall@k ({', '.join(map(str, DEFAULT_KS))} is always reported)")
-    group.add_argument("--folds", type=int, default=SplitConfig.n_folds,
+    group.add_argument("--folds", type=_setting(SplitConfig, "n_folds", int), default=SplitConfig.n_folds,
                        help=f"folds for test-only datasets (default {SplitConfig.n_folds})")
-    group.add_argument("--validation-fraction", type=float, default=SplitConfig.validation_fraction,
+    group.add_argument("--validation-fraction", type=_setting(SplitConfig, "validation_fraction", float),
+                       default=SplitConfig.validation_fraction,
                        help=f"share of train queries held out for model selection and tuning "
                             f"(default {SplitConfig.validation_fraction}; at least "
                             f"{SplitConfig.min_validation_queries} queries, up to "
@@ -111,22 +152,28 @@ def _training_arguments(parser: argparse.ArgumentParser) -> None:
                        help=f"compression method (see `dive methods`; default {ExperimentSpec.method})")
     group.add_argument("--dim", type=int, default=ExperimentSpec.dim,
                        help=f"target dimension (default {ExperimentSpec.dim})")
-    group.add_argument("--epochs", type=int, help=f"training epochs (paper: {TrainConfig.epochs})")
-    group.add_argument("--batch-size", type=int, help=f"triplets per batch (paper: {TrainConfig.batch_size})")
-    group.add_argument("--lr", type=float, help=f"AdamW learning rate (paper: {TrainConfig.lr:g})")
-    group.add_argument("--weight-decay", type=float,
+    group.add_argument("--epochs", type=_setting(TrainConfig, "epochs", int),
+                       help=f"training epochs (paper: {TrainConfig.epochs})")
+    group.add_argument("--batch-size", type=_setting(TrainConfig, "batch_size", int),
+                       help=f"triplets per batch (paper: {TrainConfig.batch_size})")
+    group.add_argument("--lr", type=_setting(TrainConfig, "lr", float),
+                       help=f"AdamW learning rate (paper: {TrainConfig.lr:g})")
+    group.add_argument("--weight-decay", type=_setting(TrainConfig, "weight_decay", float),
                        help=f"AdamW weight decay (torch default {TrainConfig.weight_decay})")
-    group.add_argument("--selection", choices=SELECTION_RULES,
+    group.add_argument("--selection", type=_setting(TrainConfig, "selection", str),
                        help="which weights to keep: validation = the best validation nDCG@10, the untrained start "
                             "included (heldout default; the validation slice comes from the train queries); "
                             "last = the last of --epochs (the paper protocol's rule)")
-    group.add_argument("--patience", type=int,
+    group.add_argument("--patience", type=_setting(TrainConfig, "patience", int),
                        help=f"with --selection validation: stop after this many epochs without a better "
                             f"validation nDCG@10, 0 = never (default {TrainConfig.patience})")
-    group.add_argument("--margin", type=float, help="DIVE hinge margin m (Table 8 per dataset)")
-    group.add_argument("--lambda", dest="lambda_contrast", type=float, help="DIVE contrastive weight lambda")
-    group.add_argument("--temperature", type=float, help="DIVE NT-Xent temperature tau")
-    group.add_argument("--heads", type=int, help="DIVE number of heads H")
+    group.add_argument("--margin", type=_setting(DIVE_CONFIG, "margin", float),
+                       help="DIVE hinge margin m (Table 8 per dataset)")
+    group.add_argument("--lambda", dest="lambda_contrast", type=_setting(DIVE_CONFIG, "lambda_contrast", float),
+                       help="DIVE contrastive weight lambda")
+    group.add_argument("--temperature", type=_setting(DIVE_CONFIG, "temperature", float),
+                       help="DIVE NT-Xent temperature tau")
+    group.add_argument("--heads", type=_setting(DIVE_CONFIG, "heads", int), help="DIVE number of heads H")
     group.add_argument("--hidden", type=int, help=f"adapter hidden width (paper: {REGISTRY['dive'].Config.hidden})")
     group.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                        help="any other method setting, e.g. --set alpha=0.2 (VALUE parsed as JSON when possible)")
@@ -134,7 +181,8 @@ def _training_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--negatives", choices=["hard", "random"], default=MiningConfig.negatives,
                        help=f"negative sampling: hard = frozen top-{MiningConfig.hard_top_k} non-relevant, "
                             f"random = corpus (default {MiningConfig.negatives})")
-    group.add_argument("--negatives-per-positive", type=int, default=MiningConfig.negatives_per_positive,
+    group.add_argument("--negatives-per-positive", type=_setting(MiningConfig, "negatives_per_positive", int),
+                       default=MiningConfig.negatives_per_positive,
                        help=f"triplets per relevant pair (default {MiningConfig.negatives_per_positive})")
     group.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -160,8 +208,8 @@ def _presets_help() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dive", description=DESCRIPTION, epilog=EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="dive", description=DESCRIPTION, epilog=EPILOG,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"dive {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -210,7 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help=f"number of seeds, 0..N-1 (default {len(field_default(GridSpec, 'seeds'))})")
     reproduce.add_argument("--protocols", help=f"comma-separated: heldout,paper "
                                                f"(default {','.join(field_default(GridSpec, 'protocols'))})")
-    reproduce.add_argument("--epochs", type=int, help=f"override every adapter's epochs (paper: {TrainConfig.epochs})")
+    reproduce.add_argument("--epochs", type=_setting(TrainConfig, "epochs", int),
+                           help=f"override every adapter's epochs (paper: {TrainConfig.epochs})")
     reproduce.add_argument("--codecs", help="comma-separated storage after each method: none, float16, int8, binary, "
                                             "pq, lossless, with settings as name:key=value+key=value "
                                             f"(e.g. none,int8,binary:rescore=100,pq:m=16); "
@@ -230,7 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--vectors", action="append", default=[], metavar="DATASET=FOLDER",
                            help="precomputed vectors for a dataset (as `dive embed` writes) instead of encoding; "
                                 "repeat per dataset")
-    reproduce.add_argument("--device", default=EncodeConfig.device, help=f"cpu or cuda (default {EncodeConfig.device})")
+    reproduce.add_argument("--device", type=DEVICE, default=EncodeConfig.device,
+                           help=f"cpu, cuda, cuda:N or mps (default {EncodeConfig.device})")
     reproduce.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     tune = commands.add_parser(

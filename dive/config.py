@@ -85,16 +85,26 @@ def _is_finite_number(value: Any) -> bool:
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a JSON settings file (as written by ``dive tune`` or by hand)."""
+    """Read a JSON settings file (as written by ``dive tune`` or by hand): method settings, and
+    training settings as an object under ``"train"``."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_bytes().decode("utf-8-sig"))
     except FileNotFoundError:
         raise DiveError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise DiveError(f"{path}: not a file (a folder)") from None
+    except OSError as error:
+        raise DiveError(f"{path}: cannot read ({error.strerror or error})") from None
+    except UnicodeDecodeError as error:
+        raise DiveError(f"{path}: not valid UTF-8 ({error.reason} at byte {error.start})") from None
     except json.JSONDecodeError as error:
         raise DiveError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
     if not isinstance(data, dict):
         raise DiveError(f"{path}: expected a JSON object of settings")
+    if not isinstance(data.get("train", {}), dict):
+        raise DiveError(f"{path}: \"train\" must be a JSON object of training settings (e.g. {{\"epochs\": 10}}), "
+                        f"got {json.dumps(data['train'])[:60]}")
     return data
 
 

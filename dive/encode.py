@@ -19,9 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from dive import checks
 from dive.data.beir import BeirDataset
 from dive.data.download import cache_dir
 from dive.data.sets import Embeddings, check_vectors
+from dive.data.text import text_lines
 from dive.distributed import start_ray
 from dive.errors import DiveError
 from dive.utils import atomic_path, configure_threads, sha256_file
@@ -39,7 +41,7 @@ class EncodeConfig:
         model: a local sentence-transformers folder; ``None`` = the packaged all-MiniLM-L6-v2.
         batch_size: texts per forward pass (sentence-transformers' default, 32, is slower on CPU
             for short queries; 64 is a good CPU trade-off).
-        device: ``cpu`` or ``cuda``.
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         use_cache: read and write the on-disk embedding cache.
         progress: show a progress bar while encoding (``--no-progress`` turns it off).
         engine: ``local`` (this process) or ``ray`` (Ray Data ``map_batches`` over ``ray_workers``
@@ -59,6 +61,9 @@ class EncodeConfig:
     def __post_init__(self) -> None:
         if self.engine not in ("local", "ray"):
             raise DiveError(f"unknown encode engine {self.engine!r}; expected local or ray")
+        checks.device("device", self.device)
+        checks.whole_at_least("batch_size", self.batch_size, 1)
+        checks.whole_at_least("ray_workers", self.ray_workers, 1)
 
 
 def default_model_path() -> Path:
@@ -142,16 +147,32 @@ def _encode_with_ray(texts: list[str], config: EncodeConfig, desc: str) -> np.nd
     return vectors
 
 
+def _read_cache(cache_file: Path, n_rows: int) -> np.ndarray | None:
+    """The cached vectors, or None when absent or unusable (truncated by a crash or a full disk,
+    another shape): then they are encoded again and the file replaced."""
+    if not cache_file.exists():
+        return None
+    try:
+        vectors = np.load(cache_file, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        log.warning("%s: unreadable cached embeddings, encoding again (%s)", cache_file, error)
+        return None
+    if vectors.ndim != 2 or vectors.shape[0] != n_rows or vectors.dtype != np.float32:
+        log.warning("%s: cached embeddings of shape %s %s, expected %d float32 rows; encoding again",
+                    cache_file, vectors.shape, vectors.dtype, n_rows)
+        return None
+    return vectors
+
+
 def _cached(texts: list[str], content_hash: str, kind: str, config: EncodeConfig) -> np.ndarray:
     if not config.use_cache:
         return encode_texts(texts, config, desc=f"encode {kind}")
     cache_file = (cache_dir() / "embeddings" / model_fingerprint(model_path(config.model))
                   / f"{kind}-{content_hash}.npy")
-    if cache_file.exists():
-        vectors = np.load(cache_file, allow_pickle=False)
-        if vectors.shape[0] == len(texts):
-            log.info("%s: cached embeddings %s", kind, cache_file)
-            return vectors
+    vectors = _read_cache(cache_file, len(texts))
+    if vectors is not None:
+        log.info("%s: cached embeddings %s", kind, cache_file)
+        return vectors
     vectors = encode_texts(texts, config, desc=f"encode {kind}")
     with atomic_path(cache_file) as tmp:
         with open(tmp, "wb") as handle:
@@ -184,7 +205,7 @@ def save_embeddings(embeddings: Embeddings, folder: str | Path) -> Path:
 def _read_ids(path: Path) -> list[str]:
     if not path.exists():
         raise DiveError(f"{path}: missing (one id per line, aligned with the .npy rows)")
-    return [line.rstrip("\r") for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
+    return [line.rstrip("\r\n") for _, line in text_lines(path) if line.strip()]
 
 
 def _read_vectors(path: Path) -> np.ndarray:

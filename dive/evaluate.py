@@ -6,7 +6,7 @@ document whose id equals the query id is removed from that query's ranking (BEIR
 documents go through the same compressor (:func:`evaluate_method`); "retention" is compressed /
 frozen on the same queries.
 
-This module sits below methods, codecs and pipelines (it imports only data, search and errors),
+This module sits below methods, codecs and pipelines (it imports only data, search, checks and errors),
 so each of them can use it: a method is anything with ``transform`` (:class:`Transformer`).
 """
 
@@ -17,6 +17,7 @@ from typing import Protocol, Sequence
 import numpy as np
 import pytrec_eval
 
+from dive import checks
 from dive.data.beir import Qrels
 from dive.data.sets import EvalSet
 from dive.errors import DiveError
@@ -35,7 +36,16 @@ class Transformer(Protocol):
     def transform(self, vectors: np.ndarray) -> np.ndarray: ...
 
 
+def check_cutoffs(ks: Sequence[int]) -> None:
+    """Refuse a cutoff below 1 (pytrec_eval aborts the process on ``@0`` and raises on ``@-3``)."""
+    if isinstance(ks, (str, bytes)) or not len(ks):
+        raise checks.InvalidSetting("ks", "must be a non-empty list of cutoffs", ks)
+    for k in ks:
+        checks.whole_at_least("k", k, 1)
+
+
 def metric_names(ks: Sequence[int] = DEFAULT_KS) -> list[str]:
+    check_cutoffs(ks)
     return [f"{name}@{k}" for name in _MEASURES for k in sorted(set(ks))]
 
 
@@ -71,6 +81,7 @@ def score_run(run: Run, qrels: Qrels, ks: Sequence[int] = DEFAULT_KS) -> dict[st
     """Mean nDCG@k and Recall@k over the queries of ``qrels``, computed by pytrec_eval."""
     if not qrels:
         raise DiveError("no queries to evaluate")
+    check_cutoffs(ks)
     measures = {f"{measure}.{k}" for measure in _MEASURES.values() for k in ks}
     per_query = pytrec_eval.RelevanceEvaluator(qrels, measures).evaluate(run)
     metrics = {}

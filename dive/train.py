@@ -30,6 +30,7 @@ import torch
 from safetensors.torch import load as load_tensors_bytes
 from tqdm.auto import tqdm
 
+from dive import checks
 from dive.errors import DiveError
 from dive.saved import CONFIG_FILE, read_saved, torch_payload, write_saved
 
@@ -78,14 +79,13 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 2:
-            raise DiveError("epochs must be >= 1 and batch_size >= 2")
-        if self.lr <= 0:
-            raise DiveError("lr must be positive")
-        if self.selection not in SELECTION_RULES:
-            raise DiveError(f"selection must be one of {', '.join(SELECTION_RULES)}, not {self.selection!r}")
-        if self.patience < 0:
-            raise DiveError("patience must be >= 0")
+        checks.whole_at_least("epochs", self.epochs, 1)
+        checks.whole_at_least("batch_size", self.batch_size, 2)
+        checks.above("lr", self.lr, 0)
+        checks.at_least("weight_decay", self.weight_decay, 0)
+        checks.one_of("selection", self.selection, SELECTION_RULES)
+        checks.whole_at_least("patience", self.patience, 0)
+        checks.device("device", self.device)
 
 
 DISPLAY_ONLY_SETTINGS = frozenset({"progress"})

@@ -56,6 +56,30 @@ def test_malformed_files_give_one_line_errors_naming_the_file(tmp_path, file, te
     assert "\n" not in str(caught.value)
 
 
+@pytest.mark.parametrize("file,raw,message", [
+    ("qrels/test.tsv", "query-id\tcorpus-id\tscore\nq0\td0\t1\n".encode("utf-16"), "test.tsv:1: not valid UTF-8"),
+    ("corpus.jsonl", '{"_id": "d0", "text": "a"}\n{"_id": "d1", "text": "caf\u00e9"}\n'.encode("latin-1"),
+     "corpus.jsonl:2: not valid UTF-8"),
+    ("qrels/test.tsv", b"q0\td0\tinf\n", "test.tsv:1: score 'inf' is not a finite number"),
+])
+def test_text_that_is_not_utf8_or_a_score_that_is_not_finite_is_one_line(tmp_path, file, raw, message):
+    folder = write_beir(tmp_path / "toy")
+    (folder / file).write_bytes(raw)
+    with pytest.raises(DiveError, match=message) as caught:
+        load_beir(folder)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_bom_is_tolerated_and_a_folder_is_not_a_file(tmp_path):
+    folder = write_beir(tmp_path / "toy")
+    for name in ("corpus.jsonl", "qrels/test.tsv"):
+        (folder / name).write_bytes(b"\xef\xbb\xbf" + (folder / name).read_bytes())
+    assert load_beir(folder).doc_ids[0] == "d0"
+    (folder / "qrels" / "x.tsv").mkdir()
+    with pytest.raises(DiveError, match="x.tsv: not a file"):
+        load_beir(folder)
+
+
 def test_missing_pieces_are_named(tmp_path):
     with pytest.raises(DiveError, match="dataset folder not found"):
         load_beir(tmp_path / "absent")
@@ -213,6 +237,19 @@ def test_empty_training_set_and_unknown_ids_fail_clearly():
         from dive.methods import create_method
 
         create_method("dive", dim=4).fit(TrainSet.unsupervised(embeddings.doc_vectors))
+
+
+@pytest.mark.parametrize("settings,message", [
+    ({"n_folds": 1}, "n_folds must be at least 2, got 1"),
+    ({"n_folds": 2.5}, "n_folds must be an integer"),
+    ({"validation_fraction": 1.0}, "validation_fraction must be between 0 and 1"),
+    ({"validation_fraction": -0.5}, "validation_fraction must be between 0 and 1"),
+    ({"validation_fraction": float("nan")}, "validation_fraction must be a finite number"),
+])
+def test_split_config_refuses_impossible_partitions(settings, message):
+    with pytest.raises(DiveError, match=message):
+        SplitConfig(**settings)
+    assert SplitConfig(n_folds=2, validation_fraction=0.0).validation_fraction == 0.0  # 0: no validation slice
 
 
 def test_config_rejects_bad_mining_settings():

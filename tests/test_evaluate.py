@@ -24,6 +24,12 @@ def test_score_run_matches_hand_computed_ndcg_and_recall():
     assert metrics["recall@10"] == pytest.approx((0.5 + 1.0) / 2)
 
 
+@pytest.mark.parametrize("ks", [(0,), (-3,), (10, 0), ()])
+def test_a_cutoff_below_1_is_refused_before_pytrec_eval_can_abort(ks):
+    with pytest.raises(DiveError, match="k must be at least 1|ks must be a non-empty list"):
+        score_run({"q1": {"a": 1.0}}, {"q1": {"a": 1}}, ks=ks)
+
+
 def test_queries_without_results_count_as_zero():
     metrics = score_run({"q1": {"a": 1.0}}, {"q1": {"a": 1}, "q2": {"b": 1}})
     assert metrics["ndcg@10"] == pytest.approx(0.5)

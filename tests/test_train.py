@@ -365,5 +365,19 @@ def test_a_resumed_selection_run_ends_as_an_uninterrupted_one(tmp_path):
 def test_bad_selection_settings_are_refused():
     with pytest.raises(DiveError, match="selection must be one of validation, last"):
         dive.train.TrainConfig(selection="best")
-    with pytest.raises(DiveError, match="patience must be >= 0"):
+    with pytest.raises(DiveError, match="patience must be at least 0, got -1"):
         dive.train.TrainConfig(patience=-1)
+@pytest.mark.parametrize("settings,message", [
+    ({"lr": float("inf")}, "lr must be a finite number, got inf"),
+    ({"lr": float("nan")}, "lr must be a finite number, got nan"),
+    ({"lr": 0.0}, "lr must be above 0"),
+    ({"weight_decay": -0.1}, "weight_decay must be at least 0"),
+    ({"epochs": 0}, "epochs must be at least 1"),
+    ({"batch_size": 1}, "batch_size must be at least 2"),
+    ({"device": "tpu"}, "device must be cpu, cuda, cuda:N or mps, got 'tpu'"),
+])
+def test_train_config_refuses_settings_that_cannot_train(settings, message):
+    with pytest.raises(DiveError, match=message):
+        dive.train.TrainConfig(**settings)
+    for device in ("cpu", "cuda", "cuda:1", "mps"):
+        assert dive.train.TrainConfig(device=device).device == device

@@ -1,6 +1,7 @@
 """Load a BEIR-format folder: ``corpus.jsonl[.gz]``, ``queries.jsonl[.gz]``, ``qrels/<split>.tsv``.
 
-Every malformed input fails with a :class:`~dive.errors.DiveError` naming the file and line.
+Every malformed input fails with a :class:`~dive.errors.DiveError` naming the file and line;
+text is strict UTF-8 (a leading BOM is tolerated, see :mod:`dive.data.text`).
 """
 
 from __future__ import annotations
@@ -9,10 +10,12 @@ import csv
 import gzip
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Iterator
 
+from dive.data.text import text_lines
 from dive.errors import DiveError
 
 Qrels = dict[str, dict[str, int]]
@@ -60,24 +63,20 @@ def _file_hash(path: Path) -> str:
 
 
 def _read_jsonl(path: Path, required: tuple[str, ...]) -> Iterator[dict]:
-    try:
-        with _open_text(path) as handle:
-            for line_number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise DiveError(f"{path}:{line_number}: not valid JSON ({error.msg})") from None
-                if not isinstance(record, dict):
-                    raise DiveError(f"{path}:{line_number}: expected a JSON object")
-                missing = [key for key in required if key not in record]
-                if missing:
-                    raise DiveError(f"{path}:{line_number}: missing field {missing[0]!r}")
-                record["_line"] = line_number
-                yield record
-    except (OSError, EOFError, UnicodeDecodeError) as error:
-        raise DiveError(f"{path}: cannot read ({error})") from None
+    for line_number, line in text_lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DiveError(f"{path}:{line_number}: not valid JSON ({error.msg})") from None
+        if not isinstance(record, dict):
+            raise DiveError(f"{path}:{line_number}: expected a JSON object")
+        missing = [key for key in required if key not in record]
+        if missing:
+            raise DiveError(f"{path}:{line_number}: missing field {missing[0]!r}")
+        record["_line"] = line_number
+        yield record
 
 
 def _read_records(path: Path, required: tuple[str, ...], to_text) -> tuple[list[str], list[str]]:
@@ -103,28 +102,36 @@ def document_text(record: dict) -> str:
     return f"{title} {text}".strip()
 
 
+def _score(path: Path, line_number: int, text: str) -> int:
+    """A graded relevance: a finite number, truncated to an integer as pytrec_eval wants."""
+    try:
+        score = float(text)
+    except ValueError:
+        raise DiveError(f"{path}:{line_number}: score {text!r} is not a number") from None
+    if not math.isfinite(score):
+        raise DiveError(f"{path}:{line_number}: score {text!r} is not a finite number")
+    return int(score)
+
+
 def read_qrels(path: Path, query_ids: set[str], doc_ids: set[str]) -> Qrels:
     """Read a ``query-id  corpus-id  score`` TSV (header optional) and check every id exists."""
     qrels: Qrels = {}
-    with open(path, encoding="utf-8", newline="") as handle:
-        for line_number, row in enumerate(csv.reader(handle, delimiter="\t"), start=1):
-            if not row or not "".join(row).strip():
-                continue
-            if line_number == 1 and row[0].strip().lower() in {"query-id", "query_id", "qid"}:
-                continue
-            if len(row) < 3:
-                raise DiveError(f"{path}:{line_number}: expected 3 tab-separated columns "
-                                f"(query-id, corpus-id, score), got {len(row)}")
-            query_id, doc_id, score_text = row[0].strip(), row[1].strip(), row[2].strip()
-            try:
-                score = int(float(score_text))
-            except ValueError:
-                raise DiveError(f"{path}:{line_number}: score {score_text!r} is not a number") from None
-            if query_id not in query_ids:
-                raise DiveError(f"{path}:{line_number}: query id {query_id!r} is not in the queries file")
-            if doc_id not in doc_ids:
-                raise DiveError(f"{path}:{line_number}: document id {doc_id!r} is not in the corpus")
-            qrels.setdefault(query_id, {})[doc_id] = score
+    for line_number, line in text_lines(path):
+        row = next(csv.reader([line], delimiter="\t"), [])
+        if not row or not "".join(row).strip():
+            continue
+        if line_number == 1 and row[0].strip().lower() in {"query-id", "query_id", "qid"}:
+            continue
+        if len(row) < 3:
+            raise DiveError(f"{path}:{line_number}: expected 3 tab-separated columns "
+                            f"(query-id, corpus-id, score), got {len(row)}")
+        query_id, doc_id, score_text = row[0].strip(), row[1].strip(), row[2].strip()
+        score = _score(path, line_number, score_text)
+        if query_id not in query_ids:
+            raise DiveError(f"{path}:{line_number}: query id {query_id!r} is not in the queries file")
+        if doc_id not in doc_ids:
+            raise DiveError(f"{path}:{line_number}: document id {doc_id!r} is not in the corpus")
+        qrels.setdefault(query_id, {})[doc_id] = score
     if not qrels:
         raise DiveError(f"{path}: no relevance judgements")
     return qrels

@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from dive import checks
 from dive.data.beir import BeirDataset, Qrels
 from dive.errors import DiveError
 
@@ -39,7 +40,8 @@ class SplitConfig:
         n_folds: folds for test-only datasets (SPEC: K=5).
         validation_fraction: share of train queries held out for validation (heldout only): model
             selection and tuning use it, never test queries. 20%, the 80/20 split of
-            Search-Adaptor's and Matryoshka-Adaptor's public re-implementations.
+            Search-Adaptor's and Matryoshka-Adaptor's public re-implementations; 0 holds none out
+            (then every epoch trains and the last is kept); below 1, so some queries train.
         min_validation_queries: floor on the validation slice, so that it can rank checkpoints on
             small datasets (cranfield has about 180 train queries per fold: 20% would be 36,
             whose nDCG@10 moves by several points with one query; SPEC asks for a floor).
@@ -66,6 +68,21 @@ class SplitConfig:
         wanted = max(round(n_train_queries * self.validation_fraction), self.min_validation_queries)
         cap = int(n_train_queries * max(self.max_validation_fraction, self.validation_fraction))
         return min(wanted, cap)
+
+    def __post_init__(self) -> None:
+        checks.whole_at_least("n_folds", self.n_folds, 2)
+        checks.finite("validation_fraction", self.validation_fraction)
+        if not 0 <= self.validation_fraction < 1:
+            raise checks.InvalidSetting("validation_fraction", "must be between 0 and 1 (0: no validation slice)",
+                                        self.validation_fraction)
+        checks.whole_at_least("split_seed", self.split_seed, 0)
+        checks.whole_at_least("min_validation_queries", self.min_validation_queries, 0)
+        checks.finite("max_validation_fraction", self.max_validation_fraction)
+        if not 0 <= self.max_validation_fraction < 1:
+            raise checks.InvalidSetting("max_validation_fraction", "must be between 0 and 1",
+                                        self.max_validation_fraction)
+        if self.near_duplicate_threshold is not None:
+            checks.finite("near_duplicate_threshold", self.near_duplicate_threshold)
 
 
 @dataclass(frozen=True)

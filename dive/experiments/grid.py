@@ -22,7 +22,7 @@ from dive.config import parse_assignments, read_config_file
 from dive.data import MiningConfig, SplitConfig
 from dive.encode import EncodeConfig
 from dive.errors import DiveError
-from dive.evaluate import DEFAULT_KS
+from dive.evaluate import DEFAULT_KS, check_cutoffs
 from dive.experiments.plots import make_figures
 from dive.experiments.report import build_report
 from dive.experiments.run import CodecChoice, ExperimentSpec, load_data, model_label, recorded_settings, run_cells
@@ -68,6 +68,7 @@ class GridSpec:
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
+        check_cutoffs(self.ks)
         for method in self.methods:
             method_class(method)
         for label in self.codecs:

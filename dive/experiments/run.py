@@ -26,7 +26,7 @@ from dive.data import (BeirDataset, Embeddings, EvalSet, MiningConfig, Split, Sp
 from dive.data.splits import PROTOCOL_LABELS, positive_only, without_near_duplicates
 from dive.encode import EncodeConfig, embed_dataset, load_embeddings
 from dive.errors import DiveError
-from dive.evaluate import DEFAULT_KS, evaluate_method, retention
+from dive.evaluate import DEFAULT_KS, check_cutoffs, evaluate_method, retention
 from dive.methods import Method, create_method, method_class
 from dive.methods.base import TorchAdapter
 from dive.pipeline import Pipeline
@@ -65,6 +65,9 @@ class ExperimentSpec:
     resume: bool = False
     """Continue from ``checkpoint_dir``'s checkpoints (same settings and data) instead of starting over."""
 
+    def __post_init__(self) -> None:
+        check_cutoffs(self.ks)
+
     def default_out(self) -> str:
         """The run folder ``dive train`` saves into without ``--out``:
         ``runs/<dataset>-<method>-<dim>-<protocol>-seed<seed>``."""
@@ -102,6 +105,8 @@ def build_method(spec: ExperimentSpec, dataset_name: str) -> Method:
     """The spec's method with the paper's defaults for the dataset, its overrides, and its seed."""
     cls = method_class(spec.method)
     implied = cls.protocol_settings(spec.protocol)
+    if not isinstance(spec.overrides.get("train", {}), dict):
+        raise DiveError(f"training settings ('train') must be a mapping, got {spec.overrides['train']!r}")
     overrides = {**implied, **spec.overrides, "dim": spec.dim}
     if "train" in cls.Config.__dataclass_fields__:
         overrides["train"] = {**implied.get("train", {}), **spec.overrides.get("train", {}), "seed": spec.seed}

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dive.errors import DiveError
+from dive import checks
 from dive.losses import HeadwiseNTXentLoss, SelfLimitingTripletLoss
 from dive.methods.base import Citation, LinearLayer, TorchAdapter
 from dive.train import Batch, TrainConfig
@@ -61,10 +61,12 @@ class DiveConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
-        if self.heads < 1 or self.hidden < 2 or self.dim < 1:
-            raise DiveError("heads, hidden and dim must be positive (hidden >= 2)")
-        if self.temperature <= 0 or self.lambda_contrast < 0:
-            raise DiveError("temperature must be > 0 and lambda_contrast >= 0")
+        checks.whole_at_least("dim", self.dim, 1)
+        checks.whole_at_least("hidden", self.hidden, 2)
+        checks.whole_at_least("heads", self.heads, 1)
+        checks.finite("margin", self.margin)
+        checks.at_least("lambda_contrast", self.lambda_contrast, 0)
+        checks.above("temperature", self.temperature, 0)
 
 
 class MultiHeadAdapter(nn.Module):

@@ -84,7 +84,7 @@ def test_fit_transform_gives_unit_vectors_and_save_load_round_trips(name, train_
     assert type(loaded) is type(method) and loaded.config == method.config
     np.testing.assert_array_equal(loaded.transform(vectors), out)
     if name != "pca":
-        stages = len(method.stages(train_set)) if name == "smec" else 1  # SMEC: up to train.epochs per stage
+        stages = len(method.stages(train_set))  # SMEC and Matryoshka-Adaptor: up to train.epochs per stage
         assert len(method.history) == stages * method.config.train.epochs  # no validation slice: every epoch
         assert all(np.isfinite(record["loss"]) for record in method.history)
 
@@ -130,16 +130,31 @@ def test_similarity_preservation_matches_a_hand_computation():
     assert loss_topk.item() == pytest.approx(topk, rel=1e-5)
 
 
-def test_matryoshka_losses_vanish_at_identity_except_ranking(train_set):
-    method = MatryoshkaAdaptor(dim=DIM, hidden=16, train={"batch_size": 16})
+@pytest.mark.parametrize("recipe", ["original", "dive-appendix"])
+def test_matryoshka_losses_vanish_at_identity_except_ranking(train_set, recipe):
+    method = MatryoshkaAdaptor(dim=DIM, hidden=16, recipe=recipe, train={"batch_size": 16})
     method.module = method.build(DIM)
     batch = next(iter(method.epoch_batches(train_set, np.random.default_rng(0))))
     assert len(batch) == 4 and batch[3].shape == batch[0].shape  # (q, p, n, corpus)
     parts = method.step(batch)
     for name in ("loss_pair", "loss_topk", "loss_rec"):
         assert parts[name].item() == pytest.approx(0.0, abs=1e-6)
-    expected_rank = F.relu((1 - (batch[0] * batch[1]).sum(1)) - (1 - (batch[0] * batch[2]).sum(1)) + 0.1).mean()
-    assert parts["loss_rank"].item() == pytest.approx(expected_rank.item(), rel=1e-5)
+    margin = (batch[0] * batch[2]).sum(1) - (batch[0] * batch[1]).sum(1)  # s(q, n) - s(q, p) at full width
+    expected_rank = F.softplus(margin) if recipe == "original" else F.relu(margin + 0.1)
+    assert parts["loss_rank"].item() == pytest.approx(expected_rank.mean().item(), rel=1e-5)
+
+
+def test_matryoshka_original_recipe_trains_on_the_corpus_first_then_with_labels(train_set):
+    method = MatryoshkaAdaptor(dim=K, **SMALL)
+    stages = method.stages(train_set)
+    assert [stage.name for stage in stages] == ["stage-0", "stage-1"]
+    method.fit(train_set)
+    epochs = SMALL["train"]["epochs"]
+    assert all("loss_rank" not in record for record in method.history[:epochs])
+    assert all("loss_rank" in record for record in method.history[epochs:])
+    appendix = MatryoshkaAdaptor(dim=K, recipe="dive-appendix", **SMALL)
+    assert len(appendix.stages(train_set)) == 1
+    assert MatryoshkaAdaptor.protocol_settings("paper")["recipe"] == "dive-appendix"
 
 
 def test_matryoshka_unsupervised_only_fits_on_corpus_vectors_alone(train_set):

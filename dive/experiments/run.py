@@ -207,14 +207,16 @@ def strict_summary(views: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def selection_summary(folds: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Which rule chose the kept weights and which epoch each fold (and stage) kept; None when nothing trained."""
+    """Which rule chose the kept weights, and per fold (and stage) the epoch kept, the epochs run and the kept
+    weights' validation nDCG@10 (None under ``last``); None when nothing trained."""
     per_fold = [fold["selection"] for fold in folds]
     if not any(per_fold):
         return None
     first = per_fold[0][-1]
     return {"rule": first["rule"], "patience": first["patience"],
             "kept_epochs": [[stage["kept_epoch"] for stage in stages] for stages in per_fold],
-            "epochs_run": [[stage["epochs_run"] for stage in stages] for stages in per_fold]}
+            "epochs_run": [[stage["epochs_run"] for stage in stages] for stages in per_fold],
+            "kept_val_ndcg@10": [[stage["kept_score"] for stage in stages] for stages in per_fold]}
 
 
 CodecChoice = Codec | tuple[str, dict[str, Any]] | None

@@ -54,8 +54,3 @@ def local_ray():
     yield ray
     ray.shutdown()
 
-
-# Issue 20's reliability suite (every defect it lists, through the CLI; kill-and-restart of train; a
-# hypothesis property over saved-config fields). It fails on today's code by design: each case is a
-# defect still to fix. Remove a file from this list in the commit that makes it pass.
-collect_ignore = ["test_reliability.py", "test_train_restart.py", "test_saved_fields.py"]

@@ -153,11 +153,12 @@ def _training_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--dim", type=int, default=ExperimentSpec.dim,
                        help=f"target dimension (default {ExperimentSpec.dim})")
     group.add_argument("--epochs", type=_setting(TrainConfig, "epochs", int),
-                       help=f"training epochs (paper: {TrainConfig.epochs})")
+                       help=f"most training epochs (per stage for staged methods; paper: {TrainConfig.epochs})")
     group.add_argument("--batch-size", type=_setting(TrainConfig, "batch_size", int),
                        help=f"triplets per batch (paper: {TrainConfig.batch_size})")
     group.add_argument("--lr", type=_setting(TrainConfig, "lr", float),
-                       help=f"AdamW learning rate (paper: {TrainConfig.lr:g})")
+                       help=f"AdamW learning rate (default: the method's own; DIVE's paper: {TrainConfig.lr:g}, "
+                            "Matryoshka-Adaptor and Search-Adaptor: 1e-3 as their papers)")
     group.add_argument("--weight-decay", type=_setting(TrainConfig, "weight_decay", float),
                        help=f"AdamW weight decay (torch default {TrainConfig.weight_decay})")
     group.add_argument("--selection", type=_setting(TrainConfig, "selection", str),

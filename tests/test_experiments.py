@@ -81,7 +81,7 @@ def test_grid_resumes_without_recomputing_and_report_matches_results(scifact_sli
     assert selections["heldout", "dive"]["rule"] == "validation" and selections["paper", "dive"]["rule"] == "last"
     assert selections["heldout", "truncate"] is None  # nothing trained, nothing selected
     assert "Model selection: best validation nDCG@10, the untrained start (epoch 0) included" in text
-    assert "Model selection: the paper's fixed epochs, last kept" in text
+    assert "Model selection: fixed epochs, last kept (the paper protocol's rule" in text
     strict = next(r["strict"] for r in records if r["protocol"] == "heldout")
     assert "strict view" in text and f"kept / dropped for a near-duplicate train query: " in text
     assert strict["n_test_queries"] + strict["near_duplicates_dropped"] == 20

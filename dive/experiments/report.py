@@ -59,6 +59,15 @@ def format_result(record: dict[str, Any]) -> str:
         last = record["epochs"][-1]
         parts = ", ".join(f"{key} {value:.4f}" for key, value in last.items() if key not in ("epoch", "seconds"))
         lines.append(f"  epoch {last['epoch']:.0f}: {parts}")
+    selection = record.get("selection")
+    if selection:
+        kept = ", ".join("/".join(str(epoch) for epoch in stages) for stages in selection["kept_epochs"])
+        lines.append(f"  kept epoch {kept} by {SELECTION_RULE_TEXT[selection['rule']].format(**selection)}")
+    strict = record.get("strict")
+    if strict:
+        lines.append(f"  strict view ({strict['near_duplicates_dropped']} test queries with a near-duplicate train "
+                     f"query left out): nDCG@10 {strict['metrics']['ndcg@10']:.4f}, "
+                     f"frozen {strict['frozen_metrics']['ndcg@10']:.4f}")
     lines.append(f"  train {record['train_seconds']:.1f}s, wall {record['wall_seconds']:.1f}s")
     if record.get("saved_to"):
         lines.append(f"  saved to {', '.join(record['saved_to'])}")
@@ -188,7 +197,7 @@ def selection_rules(results: Results, protocol: str) -> list[str]:
 SELECTION_RULE_TEXT = {
     "validation": ("best validation nDCG@10, the untrained start (epoch 0) included, patience {patience} epochs; "
                    "the validation slice is carved from the training queries"),
-    "last": "the paper's fixed epochs, last kept",
+    "last": "fixed epochs, last kept (the paper protocol's rule, and that of methods that use no labels)",
 }
 
 

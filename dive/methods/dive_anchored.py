@@ -15,9 +15,10 @@ Architecture (``H`` heads of ``k`` dims; ``anchor`` the ``[k, d]`` matrix below)
   :class:`~dive.methods.pca.Pca`), so the untrained method *is* PCA and scores what PCA
   scores; ``truncate`` starts ``A`` at the first k coordinates; ``random`` starts A at zero and
   the correction at Xavier, like DIVE (a random projection). ``A`` trains.
-- ``norm`` (default ``layer``): the trunk's normalisation. ``batch`` is DIVE's BatchNorm, whose
+- ``norm`` (default ``batch``): the trunk's normalisation. ``batch`` is DIVE's BatchNorm, whose
   training statistics come from triplet batches while inference uses running averages;
-  ``layer`` (LayerNorm) has no batch statistics, so training and inference compute the same map.
+  ``layer`` (LayerNorm) has no batch statistics, so training and inference compute the same
+  map. Validation preferred ``batch`` (see the defaults below).
 - Losses, with ``s`` the cosine of unit vectors::
 
       L = L_tri + lambda * L_con + mu * (L_pair + L_topk)
@@ -65,10 +66,14 @@ STORAGE = ("float32", "int8", "binary")
 class DiveAnchoredConfig:
     """DIVE-anchored's settings.
 
-    Defaults: DIVE's architecture widths (hidden 2048; SPEC "DIVE") and its "other datasets"
-    losses (margin 0.7, lambda 0.1, tau 0.1, 4 heads; DIVE's Table 8); 10 neighbours and weight 1
-    for the similarity preservation, as Matryoshka-Adaptor (SPEC); AdamW at DIVE's lr 2e-4
-    with model selection on validation. One set of defaults for every dataset.
+    Defaults: DIVE's architecture widths (hidden 2048; SPEC "DIVE"), tau 0.1 and AdamW at lr 2e-4
+    with model selection on validation; 10 neighbours for the similarity preservation, as
+    Matryoshka-Adaptor (SPEC). One set of defaults for every dataset: margin 0.3, lambda 0.1,
+    preserve 1, BatchNorm and 4 heads were chosen by the mean validation nDCG@10 over scifact and
+    cranfield (fold 1), 128 dims, seed 0, in an 11-trial Optuna TPE search over margin {0.3, 0.5,
+    0.7, 1.0}, lambda {0, 0.1, 0.3}, preserve {0.3, 1, 3}, norm {layer, batch}, heads {2, 4}
+    (validation 0.7985 on scifact, 0.5090 on cranfield, against 0.7683 and 0.4636 for DIVE's
+    own margin 0.7 with LayerNorm); no test query was scored.
 
     Attributes:
         dim: target dimension k.
@@ -88,13 +93,13 @@ class DiveAnchoredConfig:
     dim: int = 128
     hidden: int = 2048
     heads: int = 4
-    margin: float = 0.7
+    margin: float = 0.3
     lambda_contrast: float = 0.1
     temperature: float = 0.1
     preserve: float = 1.0
     neighbours: int = 10
     init: str = "pca"
-    norm: str = "layer"
+    norm: str = "batch"
     store_as: str = "float32"
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -170,8 +175,8 @@ class DiveAnchored(TorchAdapter):
     Config = DiveAnchoredConfig
     role = "main"
     search_space = {"margin": [0.3, 0.5, 0.7, 1.0], "lambda_contrast": [0.0, 0.1, 0.3],
-                    "preserve": [0.3, 1.0, 3.0], "temperature": [0.05, 0.1, 0.2]}
-    """DIVE's loss settings (margin, lambda, tau; SPEC "DIVE") and the preservation weight."""
+                    "preserve": [0.3, 1.0, 3.0], "norm": ["layer", "batch"], "heads": [2, 4]}
+    """The space its defaults were chosen in (see :class:`DiveAnchoredConfig`)."""
 
     def __init__(self, config: DiveAnchoredConfig | None = None, **overrides: Any):
         super().__init__(config, **overrides)

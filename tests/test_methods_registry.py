@@ -79,8 +79,9 @@ def test_every_registered_method_declares_consistent_metadata():
             assert method_role(cls.ablates) == "main"
         assert cls.trains == issubclass(cls, TorchAdapter) == ("train" in cls.Config.__dataclass_fields__)
         assert isinstance(cls.citation, Citation) or cls.role == "reference"
-    assert methods_with_role("reference") == ["frozen"] and methods_with_role("main") == ["dive"]
-    tunable = ["matryoshka-adaptor", "search-adaptor", "smec", "dive", "dive-no-contrast", "dive-single-head"]
+    assert methods_with_role("reference") == ["frozen"] and methods_with_role("main") == ["dive", "dive-anchored"]
+    tunable = ["matryoshka-adaptor", "search-adaptor", "smec", "dive", "dive-anchored", "dive-no-contrast",
+               "dive-single-head"]
     assert [name for name, cls in REGISTRY.items() if cls.tunable] == tunable
     assert all(cls.tunable == bool(cls.search_space) and (cls.supervised or not cls.tunable)
                for cls in REGISTRY.values())
@@ -89,9 +90,10 @@ def test_every_registered_method_declares_consistent_metadata():
 
 
 def test_report_columns_follow_the_registry_as_the_tables_always_had():
-    assert main_columns() == ["truncate", "pca", "autoencoder", "matryoshka-adaptor", "search-adaptor", "smec", "dive"]
-    assert ablation_columns() == ["dive", "dive-no-contrast", "dive-single-head"]
-    assert unsupervised_columns() == ["truncate", "pca", "autoencoder", "dive"]
+    assert main_columns() == ["truncate", "pca", "autoencoder", "matryoshka-adaptor", "search-adaptor", "smec", "dive",
+                              "dive-anchored"]
+    assert ablation_columns() == ["dive", "dive-no-contrast", "dive-single-head", "dive-anchored"]
+    assert unsupervised_columns() == ["truncate", "pca", "autoencoder", "dive", "dive-anchored"]
     assert every_column() == main_columns() + ["dive-no-contrast", "dive-single-head"]
 
 

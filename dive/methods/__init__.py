@@ -17,6 +17,7 @@ from dive.methods.autoencoder import Autoencoder
 from dive.methods.base import Citation, Method, Role, TorchAdapter, read_method_folder
 from dive.methods.dive import Dive
 from dive.methods.dive_ablations import DiveNoContrast, DiveSingleHead
+from dive.methods.dive_anchored import DiveAnchored
 from dive.methods.frozen import Frozen
 from dive.methods.matryoshka_adaptor import MatryoshkaAdaptor
 from dive.methods.pca import Pca
@@ -35,6 +36,7 @@ REGISTRY: dict[str, type[Method]] = {
         SearchAdaptor,
         Smec,
         Dive,
+        DiveAnchored,
         DiveNoContrast,
         DiveSingleHead,
     )

@@ -45,6 +45,12 @@ class PcaConfig:
             raise DiveError("dim must be positive")
 
 
+def principal_axes(doc_vectors: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """The corpus's top-``dim`` principal axes ``[dim, d]`` (orthonormal rows) and its mean ``[d]``, float32."""
+    pca = PCA(n_components=dim, random_state=0).fit(doc_vectors)
+    return pca.components_.astype(np.float32), pca.mean_.astype(np.float32)
+
+
 class Pca(Method):
     name = "pca"
     summary = "project onto the corpus's top-k principal axes and re-normalise"
@@ -61,9 +67,8 @@ class Pca(Method):
         if len(docs) < self.output_dim:
             raise DiveError(f"pca: {self.output_dim} components need at least as many corpus vectors, "
                             f"got {len(docs)}")
-        pca = PCA(n_components=self.output_dim, random_state=0).fit(docs)
-        self.components = torch.from_numpy(pca.components_.astype(np.float32))
-        self.mean = torch.from_numpy(pca.mean_.astype(np.float32))
+        components, mean = principal_axes(docs, self.output_dim)
+        self.components, self.mean = torch.from_numpy(components), torch.from_numpy(mean)
 
     def _transform(self, vectors: np.ndarray) -> np.ndarray:
         if self.config.center:

@@ -345,12 +345,29 @@ class TorchAdapter(Method):
         return super().inference_module()
 
     def epoch_batches(self, train_set: TrainSet, rng: np.random.Generator) -> Iterator[Batch]:
+        """One epoch's batches: by default :meth:`triplet_batches`."""
+        return self.triplet_batches(train_set, rng)
+
+    def triplet_batches(self, train_set: TrainSet, rng: np.random.Generator) -> Iterator[Batch]:
+        """Shuffled ``(q, p, n)`` batches of frozen vectors, negatives re-drawn."""
         queries = torch.from_numpy(train_set.query_vectors)
         docs = torch.from_numpy(train_set.doc_vectors)
         triplets = torch.from_numpy(train_set.triplets(rng))
         for rows in batch_slices(len(triplets), self.train_config.batch_size, rng):
             chosen = triplets[torch.from_numpy(rows)]
             yield queries[chosen[:, 0]], docs[chosen[:, 1]], docs[chosen[:, 2]]
+
+    def triplets_with_corpus(self, train_set: TrainSet, rng: np.random.Generator) -> Iterator[Batch]:
+        """``(q, p, n, corpus)``: each triplet batch paired with as many corpus vectors, which walk through
+        a fresh permutation of the whole corpus each epoch (wrapping around), for unsupervised terms
+        trained beside the ranking loss."""
+        docs = torch.from_numpy(train_set.doc_vectors)
+        batch_size = self.train_config.batch_size
+        order = torch.from_numpy(rng.permutation(len(docs)))
+        offsets = torch.arange(batch_size)
+        for index, (queries, positives, negatives) in enumerate(self.triplet_batches(train_set, rng)):
+            rows = order[(index * batch_size + offsets[:len(queries)]) % len(docs)]
+            yield queries, positives, negatives, docs[rows]
 
     def corpus_batches(self, train_set: TrainSet, rng: np.random.Generator) -> Iterator[Batch]:
         """Shuffled ``(docs,)`` batches of corpus vectors, for unsupervised objectives."""

@@ -199,13 +199,8 @@ class DiveAnchored(TorchAdapter):
         return self.module(vectors)[:, 0, :]
 
     def epoch_batches(self, train_set: TrainSet, rng: np.random.Generator) -> Iterator[Batch]:
-        """``(q, p, n, corpus)``: each triplet batch with as many corpus vectors (a fresh permutation per epoch)."""
-        docs = torch.from_numpy(train_set.doc_vectors)
-        order = torch.from_numpy(rng.permutation(len(docs)))
-        offsets = torch.arange(self.train_config.batch_size)
-        for index, (queries, positives, negatives) in enumerate(super().epoch_batches(train_set, rng)):
-            rows = order[(index * self.train_config.batch_size + offsets[:len(queries)]) % len(docs)]
-            yield queries, positives, negatives, docs[rows]
+        """``(q, p, n, corpus)``: the corpus batches feed the similarity preservation."""
+        return self.triplets_with_corpus(train_set, rng)
 
     def step(self, batch: Batch) -> dict[str, torch.Tensor]:
         queries, positives, negatives = (self.module(part) for part in batch[:3])

@@ -157,15 +157,8 @@ class MatryoshkaAdaptor(TorchAdapter):
     def epoch_batches(self, train_set: TrainSet, rng: np.random.Generator) -> Iterator[Batch]:
         """``(corpus,)`` batches when unsupervised-only, else ``(q, p, n, corpus)``."""
         if self.config.unsupervised_only:
-            yield from self.corpus_batches(train_set, rng)
-            return
-        docs = torch.from_numpy(train_set.doc_vectors)
-        batch_size = self.train_config.batch_size
-        order = torch.from_numpy(rng.permutation(len(docs)))
-        offsets = torch.arange(batch_size)
-        for index, (queries, positives, negatives) in enumerate(super().epoch_batches(train_set, rng)):
-            rows = order[(index * batch_size + offsets[:len(queries)]) % len(docs)]
-            yield queries, positives, negatives, docs[rows]
+            return self.corpus_batches(train_set, rng)
+        return self.triplets_with_corpus(train_set, rng)
 
     def step(self, batch: Batch) -> dict[str, torch.Tensor]:
         """The loss parts of ``(corpus,)`` (unsupervised) or ``(q, p, n, corpus)`` (with the ranking term)."""

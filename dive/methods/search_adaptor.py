@@ -123,7 +123,7 @@ class SearchAdaptor(TorchAdapter):
         """``original``: ``(q, d_higher, d_lower, y_higher - y_lower, y_higher)`` list pairs;
         ``dive-appendix``: triplets."""
         if self.config.recipe == "dive-appendix":
-            yield from super().epoch_batches(train_set, rng)
+            yield from self.triplet_batches(train_set, rng)
             return
         queries = torch.from_numpy(train_set.query_vectors)
         docs = torch.from_numpy(train_set.doc_vectors)

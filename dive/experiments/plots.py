@@ -75,6 +75,9 @@ def ndcg_vs_dim(records: list[dict[str, Any]], path: Path, protocol: str = "held
         if frozen is not None:
             axis.axhline(frozen, color="black", linestyle="--", linewidth=1, label="frozen (full dim)")
         axis.set(title=f"{dataset} ({protocol})", xlabel="dimensions", ylabel="nDCG@10", xscale="log")
+        dims = sorted({r["dim"] for r in chosen if r["dataset"] == dataset and r["dim"] < r["input_dim"]})
+        axis.set_xticks(dims, [str(dim) for dim in dims])  # the grid's dims, not log-scale minor ticks
+        axis.minorticks_off()
         axis.legend(fontsize=7)
     return _save(figure, path)
 

@@ -83,7 +83,7 @@ def test_grid_resumes_without_recomputing_and_report_matches_results(scifact_sli
     assert "Model selection: best validation nDCG@10, the untrained start (epoch 0) included" in text
     assert "Model selection: fixed epochs, last kept (the paper protocol's rule" in text
     strict = next(r["strict"] for r in records if r["protocol"] == "heldout")
-    assert "strict view" in text and f"kept / dropped for a near-duplicate train query: " in text
+    assert "strict view" in text and "kept / dropped for a near-duplicate train query: " in text
     assert strict["n_test_queries"] + strict["near_duplicates_dropped"] == 20
     assert all("strict" not in r for r in records if r["protocol"] == "paper")
     for figure in ("training_dynamics.png", "ndcg_vs_dim_heldout.png", "heldout_vs_paper.png"):

@@ -8,6 +8,7 @@ document whose id equals the query id is never a negative (ArguAna, Quora).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
@@ -89,15 +90,16 @@ class TripletSampler:
         """
         triplets = self.sample(rng)
         positive_grades = np.repeat(self.grades, self.negatives_per_positive)
-        above, below = self._positive_pairs_by_grade()
+        above, below = self._pairs_by_grade
         rows = np.stack([self.positive_pairs[above, 0], self.positive_pairs[above, 1],
                          self.positive_pairs[below, 1]], axis=1)
         higher = np.concatenate([positive_grades, self.grades[above]]).astype(np.float32)
         lower = np.concatenate([np.zeros_like(positive_grades), self.grades[below]]).astype(np.float32)
         return np.concatenate([triplets, rows]).astype(np.int64), higher - lower, higher
 
-    def _positive_pairs_by_grade(self) -> tuple[np.ndarray, np.ndarray]:
-        """Indices ``(i, j)`` of positive pairs of the same query with ``grade_i > grade_j``."""
+    @cached_property
+    def _pairs_by_grade(self) -> tuple[np.ndarray, np.ndarray]:
+        """Indices ``(i, j)`` of positive pairs of the same query with ``grade_i > grade_j`` (fixed: built once)."""
         order = np.argsort(self.positive_pairs[:, 0], kind="stable")
         starts = np.flatnonzero(np.r_[True, np.diff(self.positive_pairs[order, 0]) != 0])
         above, below = [], []

@@ -10,6 +10,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from dive.evaluate import retention
 from dive.experiments.pareto import pareto_front
 
 from dive.methods import REGISTRY, ablations_of, method_role, methods_with_role
@@ -112,8 +113,7 @@ def strict_view(record: dict[str, Any]) -> dict[str, Any]:
     strict = record["strict"]
     return {**record, "protocol": "heldout-strict", "metrics": strict["metrics"],
             "frozen_metrics": strict["frozen_metrics"], "n_test_queries": strict["n_test_queries"],
-            "retention": {name: value / strict["frozen_metrics"][name] if strict["frozen_metrics"][name] else 0.0
-                          for name, value in strict["metrics"].items()}}
+            "retention": retention(strict["metrics"], strict["frozen_metrics"])}
 
 
 def mean_std(values: list[float], digits: int = 4, n_expected: int = 1) -> str:

@@ -55,11 +55,8 @@ from dive.errors import DiveError
 from dive.losses import (NestedWidthsLoss, ReconstructionLoss, SelfLimitingTripletLoss, SimilarityPreservationLoss,
                          SoftplusRankingLoss)
 from dive.methods.base import Citation, TorchAdapter
-from dive.methods.residual import ResidualMLP, prefix
+from dive.methods.residual import ResidualMLP, appendix_settings, check_recipe, prefix
 from dive.train import Batch, Stage, TrainConfig
-
-
-RECIPES = ("original", "dive-appendix")
 
 
 class _SupervisedUnlessUnsupervisedOnly:
@@ -108,8 +105,7 @@ class MatryoshkaAdaptorConfig:
             raise DiveError("dim, hidden and neighbours must be positive")
         if min(self.alpha, self.beta, self.gamma) < 0:
             raise DiveError("alpha, beta and gamma must be >= 0")
-        if self.recipe not in RECIPES:
-            raise DiveError(f"recipe must be one of {', '.join(RECIPES)}, not {self.recipe!r}")
+        check_recipe(self.recipe)
 
 
 class MatryoshkaAdaptor(TorchAdapter):
@@ -135,9 +131,7 @@ class MatryoshkaAdaptor(TorchAdapter):
     @classmethod
     def protocol_settings(cls, protocol: str) -> dict[str, Any]:
         """``paper``: the DIVE paper's App. F.2 version with its common budget (AdamW, lr 2e-4), fixed epochs."""
-        if protocol != "paper":
-            return {}
-        return {"recipe": "dive-appendix", "train": {"selection": "last", "lr": 2e-4, "weight_decay": 0.01}}
+        return appendix_settings(protocol)
 
     def stages(self, train_set: TrainSet) -> list[Stage]:
         """``original``: the unsupervised stage on corpus batches, then (with labels) the supervised one."""

@@ -39,11 +39,8 @@ from dive.data.sets import TrainSet
 from dive.errors import DiveError
 from dive.losses import GradedSoftplusRankingLoss, ReconstructionLoss, RecoveryLoss, SoftplusRankingLoss
 from dive.methods.base import Citation, TorchAdapter
-from dive.methods.residual import ResidualMLP, prefix
+from dive.methods.residual import ResidualMLP, appendix_settings, check_recipe, prefix
 from dive.train import Batch, TrainConfig, batch_slices
-
-RECIPES = ("original", "dive-appendix")
-
 
 @dataclass(frozen=True)
 class SearchAdaptorConfig:
@@ -73,8 +70,7 @@ class SearchAdaptorConfig:
     def __post_init__(self) -> None:
         if self.dim < 1 or self.hidden < 1 or self.alpha < 0 or self.beta < 0:
             raise DiveError("dim and hidden must be positive, alpha and beta >= 0")
-        if self.recipe not in RECIPES:
-            raise DiveError(f"recipe must be one of {', '.join(RECIPES)}, not {self.recipe!r}")
+        check_recipe(self.recipe)
 
 
 class SearchAdaptorModule(nn.Module):
@@ -109,9 +105,7 @@ class SearchAdaptor(TorchAdapter):
     @classmethod
     def protocol_settings(cls, protocol: str) -> dict[str, Any]:
         """``paper``: the DIVE paper's App. F.3 version with its common budget (AdamW, lr 2e-4), fixed epochs."""
-        if protocol != "paper":
-            return {}
-        return {"recipe": "dive-appendix", "train": {"selection": "last", "lr": 2e-4, "weight_decay": 0.01}}
+        return appendix_settings(protocol)
 
     def build(self, input_dim: int) -> SearchAdaptorModule:
         return SearchAdaptorModule(input_dim, self.config.hidden, self.output_dim, self.config.recipe)

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -53,11 +53,8 @@ from dive.data.sets import TrainSet
 from dive.errors import DiveError
 from dive.losses import CrossBatchMemoryLoss, NeighbourSimilarityLoss, SoftplusRankingLoss
 from dive.methods.base import Citation, LinearLayer, TorchAdapter
-from dive.methods.residual import ResidualMLP, nested_dims
+from dive.methods.residual import ResidualMLP, appendix_settings, check_recipe, nested_dims
 from dive.train import Batch, Checkpointing, Stage, TrainConfig
-
-
-RECIPES = ("original", "dive-appendix")
 
 
 @dataclass(frozen=True)
@@ -91,8 +88,7 @@ class SmecConfig:
     def __post_init__(self) -> None:
         if min(self.dim, self.hidden, self.memory_size, self.neighbours) < 1 or self.alpha < 0:
             raise DiveError("dim, hidden, memory_size and neighbours must be positive and alpha >= 0")
-        if self.recipe not in RECIPES:
-            raise DiveError(f"recipe must be one of {', '.join(RECIPES)}, not {self.recipe!r}")
+        check_recipe(self.recipe)
 
 
 def stage_widths(dim: int, input_dim: int) -> list[int]:
@@ -219,10 +215,7 @@ class Smec(TorchAdapter):
     @classmethod
     def protocol_settings(cls, protocol: str) -> dict[str, Any]:
         """``paper``: the DIVE paper's App. F.4 version with its common budget (AdamW, lr 2e-4), fixed epochs."""
-        if protocol != "paper":
-            return {}
-        return {"recipe": "dive-appendix", "alpha": 0.1,
-                "train": {"selection": "last", "lr": 2e-4, "weight_decay": 0.01}}
+        return appendix_settings(protocol, alpha=0.1)
 
     def build(self, input_dim: int) -> SmecAdapter | SmrlChain:
         """A fresh adapter and, with it, an empty S-XBM memory."""
@@ -287,26 +280,24 @@ class Smec(TorchAdapter):
         """``original``: the loss parts of a batch in SMRL stage ``stage``, ``L(w) + L(w_next)``."""
         widths = [len(layer.ads_logits) for layer in self.module.stages]
         next_width = widths[stage + 1] if stage + 1 < len(widths) else max(1, widths[stage] // 2)
-        parts = [self._width_loss(batch, stage, width) for width in (widths[stage], next_width)]
+        parts = [self._width_loss(batch, partial(self.module, upto=stage, width=width))
+                 for width in (widths[stage], next_width)]
         self.xbm_loss.memory.add(torch.cat(batch))
         return {name: parts[0][name] + parts[1][name] for name in parts[0]}
 
-    def _width_loss(self, batch: Batch, stage: int, width: int) -> dict[str, torch.Tensor]:
-        """``L(w)``: ranking + alpha * S-XBM at width w of stage ``stage``, against the memory before this batch."""
-        queries, positives, negatives = (self.module(part, stage, width) for part in batch)
-        loss_rank = self.ranking_loss(queries, positives, negatives)
-        loss_xbm = self.xbm_loss.against_memory(batch[0], queries, lambda vectors: self.module(vectors, stage, width))
-        return {"loss": loss_rank + self.config.alpha * loss_xbm, "loss_rank": loss_rank, "loss_xbm": loss_xbm}
-
     def step(self, batch: Batch, width: int | None = None) -> dict[str, torch.Tensor]:
         """``dive-appendix``: the loss parts of a batch at ``width`` (a stage's width; default the target dim)."""
-        width = self.output_dim if width is None else width
-        queries, positives, negatives = (self.module(part, width) for part in batch)
-        loss_rank = self.ranking_loss(queries, positives, negatives)
-        loss_xbm = self.xbm_loss(batch[0], queries, encode=lambda vectors: self.module(vectors, width),
-                                 enqueue=torch.cat(batch))
-        return {"loss": loss_rank + self.config.alpha * loss_xbm, "loss_rank": loss_rank, "loss_xbm": loss_xbm}
+        parts = self._width_loss(batch, partial(self.module, width=self.output_dim if width is None else width))
+        self.xbm_loss.memory.add(torch.cat(batch))
+        return parts
 
+    def _width_loss(self, batch: Batch, encode: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``L(w)``: ranking + alpha * S-XBM of the vectors ``encode`` gives at one width, against the memory
+        before this batch (the caller enqueues the batch once)."""
+        queries, positives, negatives = (encode(part) for part in batch)
+        loss_rank = self.ranking_loss(queries, positives, negatives)
+        loss_xbm = self.xbm_loss.against_memory(batch[0], queries, encode)
+        return {"loss": loss_rank + self.config.alpha * loss_xbm, "loss_rank": loss_rank, "loss_xbm": loss_xbm}
 
 def _in_stage(index: int, name: str) -> bool:
     return name.startswith(f"stages.{index}.")

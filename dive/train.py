@@ -354,9 +354,6 @@ def _train(module: torch.nn.Module, step: StepFn, epoch_batches: EpochBatches, c
         record["seconds"] = time.perf_counter() - started
         history.append(record)
         bar.set_postfix({k: f"{v:.4f}" for k, v in record.items() if k in ("loss", "active_ratio", "val_ndcg@10")})
-        if state.stopped:
-            log.info("%s: no better validation nDCG@10 for %d epochs; stopped at epoch %d, keeping epoch %d (%.4f)",
-                     desc, config.patience, epoch, state.kept_epoch, state.best_score)
         if checkpoint is not None:
             _save_checkpoint(checkpoint, module, optimizer, rng, state)
         if state.stopped:
@@ -364,7 +361,10 @@ def _train(module: torch.nn.Module, step: StepFn, epoch_batches: EpochBatches, c
     if validate is not None:
         module.load_state_dict(state.best_state)
     module.eval()
-    return History(history, [_selection(state, config, validate is not None)])
+    selection = _selection(state, config, validate is not None)
+    if validate is not None:
+        log.info("%s: %s (validation nDCG@10 %.4f)", desc, selection.describe(), state.best_score)
+    return History(history, [selection])
 
 
 def _keep_if_better(state: _LoopState, score: float, epoch: int, module: torch.nn.Module) -> None:

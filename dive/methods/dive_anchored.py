@@ -52,7 +52,6 @@ from torch import nn
 from dive import checks
 from dive.data.sets import TrainSet
 from dive.losses import HeadwiseNTXentLoss, SelfLimitingTripletLoss, SimilarityPreservationLoss
-from dive.errors import DiveError
 from dive.methods.base import Citation, TorchAdapter
 from dive.methods.pca import principal_axes
 from dive.train import Batch, TrainConfig
@@ -225,7 +224,4 @@ def start_map(init: str, doc_vectors: np.ndarray, dim: int) -> torch.Tensor | No
         return None
     if init == "truncate":
         return torch.eye(doc_vectors.shape[1], dtype=torch.float32)[:dim]
-    if len(doc_vectors) < dim:
-        raise DiveError(f"dive-anchored: a PCA start at {dim} dims needs at least as many corpus vectors, "
-                        f"got {len(doc_vectors)}")
-    return torch.from_numpy(principal_axes(doc_vectors, dim)[0])
+    return torch.from_numpy(principal_axes(doc_vectors, dim, DiveAnchored.name)[0])

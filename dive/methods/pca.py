@@ -45,8 +45,12 @@ class PcaConfig:
             raise DiveError("dim must be positive")
 
 
-def principal_axes(doc_vectors: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """The corpus's top-``dim`` principal axes ``[dim, d]`` (orthonormal rows) and its mean ``[d]``, float32."""
+def principal_axes(doc_vectors: np.ndarray, dim: int, who: str = "pca") -> tuple[np.ndarray, np.ndarray]:
+    """The corpus's top-``dim`` principal axes ``[dim, d]`` (orthonormal rows) and its mean ``[d]``, float32;
+    ``who`` (the method) names the refusal when the corpus has fewer vectors than ``dim``."""
+    if len(doc_vectors) < dim:
+        raise DiveError(f"{who}: {dim} principal components need at least as many corpus vectors, "
+                        f"got {len(doc_vectors)}")
     pca = PCA(n_components=dim, random_state=0).fit(doc_vectors)
     return pca.components_.astype(np.float32), pca.mean_.astype(np.float32)
 
@@ -63,11 +67,7 @@ class Pca(Method):
     mean: torch.Tensor
 
     def _fit(self, train_set: TrainSet) -> None:
-        docs = train_set.doc_vectors
-        if len(docs) < self.output_dim:
-            raise DiveError(f"pca: {self.output_dim} components need at least as many corpus vectors, "
-                            f"got {len(docs)}")
-        components, mean = principal_axes(docs, self.output_dim)
+        components, mean = principal_axes(train_set.doc_vectors, self.output_dim, self.name)
         self.components, self.mean = torch.from_numpy(components), torch.from_numpy(mean)
 
     def _transform(self, vectors: np.ndarray) -> np.ndarray:

@@ -253,6 +253,32 @@ def test_a_diverged_train_leaves_no_checkpoint_and_no_run_folder(tmp_path, monke
         assert sorted(path.name for path in mine.rglob("*")) == ["keep.txt"]
 
 
+def test_a_variant_runs_beside_its_method_with_its_settings_and_gets_its_own_report_table(scifact_slice, tmp_path):
+    folder, vectors = scifact_slice
+    spec = GridSpec(out=tmp_path, datasets=[str(folder)], methods=["dive", "dive:margin=0.3+heads=2"], dims=[64],
+                    seeds=[0], protocols=["heldout"], vectors={str(folder): str(vectors)},
+                    overrides={"dive": {"hidden": 64, "train": {"epochs": 1, "progress": False}}})
+    report = reproduce(spec).read_text()
+    records = {r["method"]: r for r in read_results(tmp_path / "results.jsonl")}
+    assert set(records) == {"dive", "dive:margin=0.3+heads=2"}
+    variant, plain = records["dive:margin=0.3+heads=2"], records["dive"]
+    assert variant["variant_of"] == "dive" and "variant_of" not in plain
+    assert (variant["config"]["margin"], variant["config"]["heads"]) == (0.3, 2)
+    assert variant["config"]["hidden"] == 64  # the grid's overrides of the method reach its variants
+    assert (plain["config"]["margin"], plain["config"]["heads"]) != (0.3, 2)
+    assert "### Variants of dive at 64 dims" in report
+    assert f"{variant['metrics']['ndcg@10']:.4f}" in report
+
+
+def test_a_variant_of_an_unknown_method_or_with_a_malformed_setting_fails_before_any_work(tmp_path):
+    with pytest.raises(DiveError, match="unknown method"):
+        GridSpec(out=tmp_path, methods=["nope:margin=1"])
+    with pytest.raises(DiveError, match="NAME=VALUE"):
+        GridSpec(out=tmp_path, methods=["dive:margin"])
+    with pytest.raises(DiveError, match="dive has no setting colour"):
+        GridSpec(out=tmp_path, methods=["dive:colour=red"])
+
+
 def test_a_corrupt_line_in_the_middle_is_an_error(tmp_path):
     path = tmp_path / "results.jsonl"
     path.write_text('{"a": 1}\nnot json\n{"b": 2}\n')

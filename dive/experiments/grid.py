@@ -70,7 +70,7 @@ class GridSpec:
         self.out = Path(self.out)
         check_cutoffs(self.ks)
         for method in self.methods:
-            method_class(method)
+            parse_method(method)
         for label in self.codecs:
             parse_codec(label)
 
@@ -101,13 +101,33 @@ fit in about 15 minutes on 2 CPU cores (measured: 24.7 min at 50 epochs); the re
 budget. ``paper`` is the full grid with the paper's 50 epochs."""
 
 
+def _parse_label(label: str, what: str) -> tuple[str, dict[str, Any]]:
+    """``name:key=value+key=value`` -> (name, settings)."""
+    name, _, settings_text = label.partition(":")
+    return name, parse_assignments(list(filter(None, settings_text.split("+"))), f"{what} {label!r}")
+
+
 def parse_codec(label: str) -> CodecChoice:
     """``none`` -> None; ``pq:m=16+nbits=8`` -> ("pq", {"m": 16, "nbits": 8})."""
-    name, _, settings_text = label.partition(":")
+    name, settings = _parse_label(label, "codec")
     if name == "none":
         return None
     codec_class(name)
-    return name, parse_assignments(list(filter(None, settings_text.split("+"))), f"codec {label!r}")
+    return name, settings
+
+
+def parse_method(label: str) -> tuple[str, dict[str, Any]]:
+    """A method, or a *variant*: one with settings changed, e.g. for an ablation.
+
+    ``dive-anchored`` -> ("dive-anchored", {}); ``dive-anchored:init=random+preserve=0`` ->
+    ("dive-anchored", {"init": "random", "preserve": 0}). A variant's cells are recorded under
+    its label (``method``) with ``variant_of`` naming the method, so it sits beside the method
+    in one results file; its settings win over ``--tune``'s (they are what the variant is)."""
+    name, settings = _parse_label(label, "method")
+    unknown = sorted(set(settings) - set(method_class(name).Config.__dataclass_fields__))
+    if unknown:
+        raise DiveError(f"method {label!r}: {name} has no setting {', '.join(unknown)}")
+    return name, settings
 
 
 def cells(spec: GridSpec, input_dim: int) -> Iterator[tuple[str, str, int, int]]:
@@ -125,6 +145,7 @@ def cells(spec: GridSpec, input_dim: int) -> Iterator[tuple[str, str, int, int]]
 
 
 def _overrides(spec: GridSpec, method: str) -> dict[str, Any]:
+    """The grid's overrides for a registered method (not a variant label): ``*``'s, the method's, epochs."""
     fields = method_class(method).Config.__dataclass_fields__
     merged = {key: value for key, value in spec.overrides.get("*", {}).items() if key in fields}
     merged.update(spec.overrides.get(method, {}))
@@ -139,7 +160,7 @@ def _tuned_overrides(spec: GridSpec, base: ExperimentSpec, data) -> dict[str, di
     if spec.tune_trials <= 0:
         return {}
     tuned = {}
-    for method in (name for name in spec.methods if method_class(name).tunable):
+    for method in dict.fromkeys(name for name, _ in map(parse_method, spec.methods) if method_class(name).tunable):
         path = spec.out / f"tuned-{data[0].name}-{method}.json"
         if not path.exists():
             tune_spec = replace(base, method=method, dim=min(spec.dims), overrides=_overrides(spec, method))
@@ -167,22 +188,25 @@ def _run_missing_cells(spec: GridSpec) -> list[dict[str, Any]]:
         tuned = _tuned_overrides(spec, base, data)
         todo = []
         for protocol, method, dim, seed in cells(spec, data[1].dim):
-            overrides = {**_overrides(spec, method), **tuned.get(method, {})}
-            cell = replace(base, method=method, dim=dim, protocol=protocol, seed=seed, overrides=overrides)
+            name, variant = parse_method(method)
+            overrides = {**_overrides(spec, name), **tuned.get(name, {}), **variant}
+            cell = replace(base, method=name, dim=dim, protocol=protocol, seed=seed, overrides=overrides)
             keys = {label: (data[0].name, protocol, method, dim, seed, label) for label in spec.codecs}
             for key in keys.values():
                 if key in done:
                     check_same_settings(done[key], cell, data[0].name, path)
             missing = [label for label, key in keys.items() if key not in done]
             if missing:
-                todo.append((cell, missing))
+                todo.append((method, cell, missing))
         log.info("%s: %d cells to run, %d already done", dataset, len(todo), len(done))
-        for number, (cell, labels) in enumerate(todo, start=1):
+        for number, (method, cell, labels) in enumerate(todo, start=1):
             log.info("[%s %d/%d] %s %s dim %d seed %d codecs %s", dataset, number, len(todo), cell.protocol,
-                     cell.method, cell.dim, cell.seed, ",".join(labels))
+                     method, cell.dim, cell.seed, ",".join(labels))
             for label, result in zip(labels, run_cells(cell, [parse_codec(label) for label in labels], data)):
                 record = result.record
                 record["codec_label"] = label
+                if method != cell.method:
+                    record.update(method=method, variant_of=cell.method)
                 append_result(path, record)
                 records.append(record)
     return records

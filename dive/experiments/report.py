@@ -38,6 +38,18 @@ def unsupervised_columns() -> list[str]:
     return [name for name in main_columns() if method_role(name) == "main" or not REGISTRY[name].supervised]
 
 
+def variant_columns(results: Results, protocol: str) -> dict[str, list[str]]:
+    """Per method, the variants (``method:setting=value`` labels, see :func:`dive.experiments.grid.parse_method`)
+    the protocol has records of, in the order they first appear."""
+    variants: dict[str, list[str]] = {}
+    for record in results.records:
+        if record["protocol"] == protocol and "variant_of" in record:
+            labels = variants.setdefault(record["variant_of"], [])
+            if record["method"] not in labels:
+                labels.append(record["method"])
+    return variants
+
+
 def every_column() -> list[str]:
     """Columns of the retention and time tables: the main tables' and the ablations'."""
     main = main_columns()
@@ -331,6 +343,9 @@ def build_report(records: list[dict[str, Any]], figures: Iterable[str] = (), wal
                 continue  # the same fits as held out: their ablations, times and selections are there
             lines += [f"### Ablations at {dim} dims (nDCG@10)", ""] + metric_table(results, protocol, dim,
                                                                                   ablation_columns())
+            for method, labels in variant_columns(results, protocol).items():
+                lines += [f"### Variants of {method} at {dim} dims (nDCG@10; each label names the settings it "
+                          "changes)", ""] + metric_table(results, protocol, dim, [method, *labels])
             lines += [f"### Unsupervised baselines vs DIVE at {dim} dims (nDCG@10)", ""] + \
                 metric_table(results, protocol, dim, unsupervised_columns())
             lines += [f"### Retention of frozen nDCG@10 at {dim} dims", ""] + \

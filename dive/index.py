@@ -29,6 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from dive import __version__
+from dive.data import BeirDataset, Embeddings, SplitConfig, make_splits
 from dive.data.sets import EvalSet
 from dive.encode import EncodeConfig, encode_texts
 from dive.engines import ENGINES, Corpus, Engine, EngineConfig, create_engine
@@ -161,7 +162,8 @@ def _folder_bytes(folder: Path) -> int:
 
 def _manifest(engine: Engine, pipeline: Pipeline, summary: dict[str, Any], pipeline_field: str, pipeline_sha256: str,
               model: str | None, doc_ids: list[str], fields: dict[str, Any]) -> dict[str, Any]:
-    return {"format": FORMAT, "dive_version": __version__, **summary, **fields, "pipeline": pipeline_field,
+    recorded = {name: value for name, value in summary.items() if name != "index"}  # where it was built: not kept
+    return {"format": FORMAT, "dive_version": __version__, **recorded, **fields, "pipeline": pipeline_field,
             "pipeline_sha256": pipeline_sha256, "model": model, "doc_ids": doc_ids}
 
 
@@ -305,6 +307,20 @@ def _has_type(value: Any, kind: type | tuple[type, ...]) -> bool:
 
 
 # ----- evaluating -----------------------------------------------------------------------------
+
+def evaluate_index_on_dataset(index: SearchIndex, data: tuple[BeirDataset, Embeddings], protocol: str,
+                              split: SplitConfig, ks: Sequence[int] = DEFAULT_KS) -> dict[str, Any]:
+    """:func:`evaluate_index` on the test queries of each of ``protocol``'s splits of a dataset (as
+    ``dive evaluate`` scores a pipeline), metrics averaged over the splits."""
+    dataset, embeddings = data
+    folds = [(len(part.test), evaluate_index(index, embeddings.eval_set(part.test), ks))
+             for part in make_splits(dataset, protocol, split)]
+    record: dict[str, Any] = {"dataset": dataset.name, "protocol": protocol, "engine": index.engine,
+                              "exact": index.exact, "n_test_queries": sum(size for size, _ in folds)}
+    for key in ("metrics", "dive_metrics", "difference"):
+        record[key] = {name: float(np.mean([fold[key][name] for _, fold in folds])) for name in folds[0][1][key]}
+    return record
+
 
 def evaluate_index(index: SearchIndex, eval_set: EvalSet, ks: Sequence[int] = DEFAULT_KS) -> dict[str, Any]:
     """nDCG@k / Recall@k of ``eval_set``'s queries ranked by the index's engine, beside dive's own

@@ -71,7 +71,8 @@ class QdrantEngine(Engine):
             raise DiveError(f"qdrant: oversampling must be a finite number >= 1, got {config.oversampling!r}")
 
     def approximate_codec(self, pipeline: Pipeline) -> bool:
-        return pipeline.codec is not None and pipeline.codec.name in QUANTISED_CODECS
+        """Quantised codecs are approximate on a server; local mode always scans every point exactly."""
+        return self.config.url is not None and pipeline.codec is not None and pipeline.codec.name in QUANTISED_CODECS
 
     def write(self, pipeline: Pipeline, corpus: Corpus, target: Path) -> dict[str, Any]:
         vectors = stored_vectors(pipeline, corpus.output)

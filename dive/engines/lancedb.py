@@ -65,9 +65,10 @@ class LanceDBEngine(Engine):
     def _index(self, table: Any, pipeline: Pipeline) -> str:
         """Build LanceDB's IVF-PQ index with the pq codec's sub-vectors and bits (or refuse in one line)."""
         config = pipeline.codec.config
+        ivf_pq = require("lancedb.index", "db").IvfPq
         try:
-            table.create_index(metric=METRIC, vector_column_name=VECTOR_FIELD, index_type=INDEX_TYPE,
-                               num_sub_vectors=config.m, num_bits=config.nbits)
+            table.create_index(VECTOR_FIELD,  # the new API takes the column first
+                               config=ivf_pq(distance_type=METRIC, num_sub_vectors=config.m, num_bits=config.nbits))
         except (RuntimeError, ValueError, OSError) as error:
             raise DiveError(f"lancedb: cannot build its IVF-PQ index ({str(error).splitlines()[0][:200]})") from None
         return INDEX_TYPE

@@ -370,6 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"LanceDB table / Qdrant collection name (default {EngineConfig.collection})")
     store.add_argument("--factory", help="faiss: an index_factory string applied to the stored float vectors, e.g. "
                                          "HNSW32 or IVF256,PQ16 (approximate; a pipeline without codec)")
+    store.add_argument("--search-params", help="faiss --factory: search-time parameters, e.g. nprobe=16 or "
+                                               "efSearch=128 (default: faiss's, nprobe=1, efSearch=16)")
     store.add_argument("--exact", action="store_true", default=None,
                        help="search every stored vector even where the codec maps to the database's approximate "
                             "storage (LanceDB IVF-PQ, Qdrant quantisation)")
@@ -585,8 +587,9 @@ def cmd_export(args: argparse.Namespace) -> None:
 def _engine_config(args: argparse.Namespace) -> EngineConfig:
     """The engine settings of `dive index`; without --engine the engine follows --out (dive.index.default_engine)."""
     return EngineConfig(engine=args.index_engine or default_engine(args.out), url=args.url, factory=args.factory,
-                        collection=args.collection, exact=args.exact, rescore=args.rescore,
-                        oversampling=args.oversampling, nprobes=args.nprobes, refine_factor=args.refine_factor)
+                        search_params=args.search_params, collection=args.collection, exact=args.exact,
+                        rescore=args.rescore, oversampling=args.oversampling, nprobes=args.nprobes,
+                        refine_factor=args.refine_factor)
 
 
 def cmd_index(args: argparse.Namespace) -> None:

@@ -148,11 +148,27 @@ def test_faiss_factory_builds_an_ann_index(toy, tmp_path, factory):
     assert load_json(tmp_path / "ann.faiss")["factory"] == factory
 
 
+def test_faiss_search_params_are_kept_with_the_index(toy, tmp_path):
+    """IVF8,Flat probing all 8 lists scans every vector: it ranks as dive's evaluation again."""
+    pipeline = saved_pipeline(toy, tmp_path / "pipeline")
+    build_index(pipeline, tmp_path / "pipeline", toy.doc_ids, toy.doc_vectors, tmp_path / "ivf.faiss",
+                config=EngineConfig(engine="faiss", factory="IVF8,Flat", search_params="nprobe=8"))
+    index = load_index(tmp_path / "ivf.faiss")
+    assert index.searcher.searcher.nprobe == 8
+    report = evaluate_index(index, toy, (10,))
+    assert report["metrics"]["ndcg@10"] == pytest.approx(report["dive_metrics"]["ndcg@10"], abs=TOLERANCE)
+    with pytest.raises(DiveError, match="faiss refused"):
+        build_index(pipeline, tmp_path / "pipeline", toy.doc_ids, toy.doc_vectors, tmp_path / "bad.faiss",
+                    config=EngineConfig(engine="faiss", factory="HNSW16", search_params="nosuch=3"))
+    assert not (tmp_path / "bad.faiss").exists()
+
+
 def test_refusals_are_one_line_and_leave_nothing(toy, tmp_path):
     pipeline = saved_pipeline(toy, tmp_path / "pipeline", "int8")
     cases = [(EngineConfig(engine="faiss", factory="HNSW16"), "ann.faiss", "without a codec"),
              (EngineConfig(engine="faiss", factory="NoSuchIndex"), "bad.faiss", "faiss refused"),
-             (EngineConfig(engine="lancedb", factory="HNSW16"), "l", "--factory is for --engine faiss"),
+             (EngineConfig(engine="lancedb", factory="HNSW16"), "l", "--factory and --search-params are for"),
+             (EngineConfig(engine="faiss", search_params="nprobe=4"), "p.faiss", "tunes a --factory index"),
              (EngineConfig(engine="lancedb", url="http://localhost:6333"), "l", "--url is for --engine qdrant"),
              (EngineConfig(engine="nosuch"), "n", "unknown engine")]
     Pipeline(pipeline.method).save(tmp_path / "plain")

@@ -54,6 +54,9 @@ class EngineConfig:
             (``QdrantClient(path=...)`` inside the index folder: tests and laptops).
         factory: faiss only: an ``index_factory`` string (``HNSW32``, ``IVF64,PQ16``) applied to the
             stored float vectors instead of the exact index dive picks per codec.
+        search_params: faiss ``--factory`` only: search-time parameters in faiss's ``ParameterSpace``
+            syntax (``nprobe=16``, ``efSearch=128``, ``nprobe=16,ht=...``), stored and applied on every
+            load. None = faiss's defaults (``nprobe=1``, ``efSearch=16``: fast, low recall).
         collection: the LanceDB table / Qdrant collection name.
         exact: search every stored vector (Qdrant ``exact=True``, no LanceDB ANN index): ranks as
             dive's evaluation. None = exact unless the codec maps to the database's own
@@ -70,6 +73,7 @@ class EngineConfig:
     engine: str = "lancedb"
     url: str | None = None
     factory: str | None = None
+    search_params: str | None = None
     collection: str = DEFAULT_COLLECTION
     exact: bool | None = None
     rescore: bool = True
@@ -121,8 +125,8 @@ class Engine(ABC):
 
     def check_config(self, config: EngineConfig) -> None:
         """Refuse settings this engine does not take (one line)."""
-        if config.factory is not None:
-            raise DiveError(f"--factory is for --engine faiss, not {self.name}")
+        if config.factory is not None or config.search_params is not None:
+            raise DiveError(f"--factory and --search-params are for --engine faiss, not {self.name}")
         if config.url is not None:
             raise DiveError(f"--url is for --engine qdrant, not {self.name}")
 

@@ -7,9 +7,10 @@ Without ``factory`` the index is the exact one for the codec: ``IndexFlatIP`` wi
 the codec's :meth:`~dive.quantize.base.Codec.faiss_searcher`.
 
 With ``factory`` (e.g. ``HNSW32``, ``IVF256,PQ16``, ``IVF64,Flat``) faiss builds that index over the
-pipeline's float output with the inner-product metric, trained on the corpus itself: approximate,
-and its parameters (``nprobe``, ``efSearch``) are faiss's defaults. A codec is refused then: the
-factory string is the storage.
+pipeline's float output with the inner-product metric, trained on the corpus itself: approximate.
+Its search parameters are faiss's defaults (``nprobe=1``, ``efSearch=16``) unless ``search_params``
+sets them (``nprobe=16``), stored in the manifest and applied on every load. A codec is refused
+then: the factory string is the storage.
 
 The file is checksummed in the manifest and parsed from its verified bytes (faiss index files are
 plain binary, never code).
@@ -42,6 +43,8 @@ class FaissEngine(Engine):
     def check_config(self, config: EngineConfig) -> None:
         if config.url is not None:
             raise DiveError(f"--url is for --engine qdrant, not {self.name}")
+        if config.search_params is not None and config.factory is None:
+            raise DiveError("--search-params tunes a --factory index; the exact index has none")
 
     def exact(self, pipeline: Pipeline) -> bool:
         return self.config.factory is None
@@ -51,15 +54,17 @@ class FaissEngine(Engine):
         binary = isinstance(index, faiss.IndexBinary)
         with atomic_path(target) as tmp:
             (faiss.write_index_binary if binary else faiss.write_index)(index, str(tmp))
-        return {"faiss_index": type(index).__name__, "factory": self.config.factory, "binary": binary,
-                "sha256": file_sha256(target)}
+        return {"faiss_index": type(index).__name__, "factory": self.config.factory,
+                "search_params": self.config.search_params, "binary": binary, "sha256": file_sha256(target)}
 
     def _build(self, pipeline: Pipeline, output: np.ndarray) -> Any:
         if self.config.factory is not None:
             if pipeline.codec is not None:
                 raise DiveError(f"--factory builds its own storage from the float output; index a pipeline without "
                                 f"a codec (this one has {pipeline.codec.name})")
-            return factory_index(self.config.factory, output)
+            index = factory_index(self.config.factory, output)
+            set_search_params(index, self.config.search_params)
+            return index
         if pipeline.codec is None:
             index = faiss.IndexFlatIP(output.shape[1])
             index.add(output)
@@ -73,6 +78,7 @@ class FaissEngine(Engine):
         if index.ntotal != n_docs:
             raise DiveError(f"{target}: its manifest's document ids do not match the index's {index.ntotal} vectors")
         check_index_fits(target, index, pipeline, fields.get("factory"))
+        set_search_params(index, fields.get("search_params"))
         return stored_searcher(index, pipeline)
 
 
@@ -87,6 +93,19 @@ def factory_index(factory: str, vectors: np.ndarray) -> Any:
     except RuntimeError as error:
         raise DiveError(f"--factory {factory!r}: faiss refused it ({_first_line(error)})") from None
     return index
+
+
+def set_search_params(index: Any, params: Any) -> None:
+    """Apply faiss ``ParameterSpace`` settings (``nprobe=16,efSearch=128``) to ``index``; a setting the
+    index does not have is one line."""
+    if params is None:
+        return
+    if not isinstance(params, str):
+        raise DiveError(f"faiss search parameters must be text like 'nprobe=16', got {params!r}")
+    try:
+        faiss.ParameterSpace().set_index_parameters(index, params)
+    except RuntimeError as error:
+        raise DiveError(f"--search-params {params!r}: faiss refused it ({_first_line(error)})") from None
 
 
 def _first_line(error: BaseException) -> str:

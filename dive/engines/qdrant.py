@@ -65,8 +65,8 @@ class QdrantEngine(Engine):
               "and product quantisation for the codecs"
 
     def check_config(self, config: EngineConfig) -> None:
-        if config.factory is not None:
-            raise DiveError(f"--factory is for --engine faiss, not {self.name}")
+        if config.factory is not None or config.search_params is not None:
+            raise DiveError(f"--factory and --search-params are for --engine faiss, not {self.name}")
         if not config.oversampling >= 1 or not math.isfinite(config.oversampling):
             raise DiveError(f"qdrant: oversampling must be a finite number >= 1, got {config.oversampling!r}")
 

@@ -378,12 +378,14 @@ def build_parser() -> argparse.ArgumentParser:
     store.add_argument("--no-rescore", dest="rescore", action="store_false",
                        help="qdrant: rank quantised candidates by Qdrant's own codes, without rescoring them by the "
                             "stored floats (does not match dive's evaluation)")
-    store.add_argument("--oversampling", type=float, default=EngineConfig.oversampling,
+    store.add_argument("--oversampling", type=_setting(EngineConfig, "oversampling", float),
+                       default=EngineConfig.oversampling,
                        help=f"qdrant quantised search: candidates per result before rescoring "
                             f"(default {EngineConfig.oversampling})")
-    store.add_argument("--nprobes", type=int, default=EngineConfig.nprobes,
+    store.add_argument("--nprobes", type=_setting(EngineConfig, "nprobes", int), default=EngineConfig.nprobes,
                        help=f"lancedb IVF-PQ: partitions scanned per query (default {EngineConfig.nprobes})")
-    store.add_argument("--refine-factor", type=int, default=EngineConfig.refine_factor,
+    store.add_argument("--refine-factor", type=_setting(EngineConfig, "refine_factor", int),
+                       default=EngineConfig.refine_factor,
                        help=f"lancedb IVF-PQ: rescore refine_factor x top candidates by the stored floats "
                             f"(default {EngineConfig.refine_factor})")
 

@@ -229,3 +229,10 @@ def load_json(path):
 
     manifest = path / MANIFEST_FILE if path.is_dir() else path.with_name(path.name + ".json")
     return json.loads(manifest.read_text())
+
+
+@pytest.mark.parametrize("setting,value,message", [("oversampling", 0.5, "at least 1"), ("nprobes", 0, "at least 1"),
+                                                   ("refine_factor", -1, "at least 0"), ("collection", " ", "non-empty")])
+def test_engine_settings_are_checked(setting, value, message):
+    with pytest.raises(DiveError, match=message):
+        EngineConfig(**{setting: value})

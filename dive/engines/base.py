@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from dive import checks
 from dive.errors import DiveError
 from dive.pipeline import Pipeline
 from dive.search import Searcher
@@ -80,6 +81,13 @@ class EngineConfig:
     oversampling: float = 4.0
     nprobes: int = 20
     refine_factor: int = 10
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.collection, str) or not self.collection.strip():
+            raise checks.InvalidSetting("collection", "must be a non-empty name", self.collection)
+        checks.at_least("oversampling", self.oversampling, 1)
+        checks.whole_at_least("nprobes", self.nprobes, 1)
+        checks.whole_at_least("refine_factor", self.refine_factor, 0)
 
 
 @dataclass

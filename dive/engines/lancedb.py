@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from dive.engines.base import (DOC_ID_FIELD, ROW_FIELD, VECTOR_FIELD, Corpus, Engine, pad_results,
+from dive.engines.base import (DOC_ID_FIELD, ROW_FIELD, VECTOR_FIELD, Corpus, Engine, EngineConfig, pad_results,
                                stored_vectors)
 from dive.errors import DiveError
 from dive.pipeline import Pipeline
@@ -115,9 +115,10 @@ class LanceDBSearch:
         queries = np.ascontiguousarray(query_vectors, dtype=np.float32)
         query = self.table.search(list(queries), vector_column_name=VECTOR_FIELD).metric(METRIC).limit(k)
         if self.fields.get("ann_index"):
-            query = query.nprobes(self.fields["nprobes"])
-            if self.fields["refine_factor"]:
-                query = query.refine_factor(self.fields["refine_factor"])
+            query = query.nprobes(int(self.fields.get("nprobes", EngineConfig.nprobes)))
+            refine_factor = int(self.fields.get("refine_factor", EngineConfig.refine_factor))
+            if refine_factor:
+                query = query.refine_factor(refine_factor)
         result = query.select([ROW_FIELD]).to_arrow()
         which = (result.column(QUERY_INDEX).to_numpy() if QUERY_INDEX in result.column_names
                  else np.zeros(result.num_rows, dtype=np.int64))

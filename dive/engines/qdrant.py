@@ -67,8 +67,6 @@ class QdrantEngine(Engine):
     def check_config(self, config: EngineConfig) -> None:
         if config.factory is not None or config.search_params is not None:
             raise DiveError(f"--factory and --search-params are for --engine faiss, not {self.name}")
-        if not config.oversampling >= 1 or not math.isfinite(config.oversampling):
-            raise DiveError(f"qdrant: oversampling must be a finite number >= 1, got {config.oversampling!r}")
 
     def approximate_codec(self, pipeline: Pipeline) -> bool:
         """Quantised codecs are approximate on a server; local mode always scans every point exactly."""
@@ -79,14 +77,7 @@ class QdrantEngine(Engine):
         client = self._client(target / FOLDER)
         try:
             self._create(client, pipeline, vectors.shape[1])
-            if self.config.url is None:
-                _unsynced_local_writes(client, self.config.collection)
-            client.upload_collection(self.config.collection, vectors=vectors, ids=list(range(len(vectors))),
-                                     payload=_payloads(corpus), batch_size=UPLOAD_BATCH)
-        except BaseException:
-            if self.config.url is not None:  # a server keeps nothing half-uploaded
-                client.delete_collection(self.config.collection)
-            raise
+            self._upload(client, corpus, vectors)
         finally:
             client.close()
         fields = {"url": self.config.url, "collection": self.config.collection,
@@ -96,6 +87,18 @@ class QdrantEngine(Engine):
             _sync_files(target / FOLDER)
             fields.update({"path": FOLDER, "files": storage_checksums(target / FOLDER)})
         return fields
+
+    def _upload(self, client: Any, corpus: Corpus, vectors: np.ndarray) -> None:
+        """Upload every point into the collection just created; on a server, a failed upload removes it."""
+        try:
+            if self.config.url is None:
+                _unsynced_local_writes(client, self.config.collection)
+            client.upload_collection(self.config.collection, vectors=vectors, ids=list(range(len(vectors))),
+                                     payload=_payloads(corpus), batch_size=UPLOAD_BATCH)
+        except BaseException:
+            if self.config.url is not None:  # the server keeps nothing half-uploaded (local: the temp folder goes)
+                client.delete_collection(self.config.collection)
+            raise
 
     def _client(self, folder: Path) -> Any:
         client_class = require("qdrant_client", "db").QdrantClient
@@ -117,8 +120,11 @@ class QdrantEngine(Engine):
         if fields.get("url"):
             client = client_class(url=fields["url"])
         else:
+            if not isinstance(fields.get("path"), str):
+                raise DiveError(f"{target}: its manifest names no local Qdrant folder ('path') nor 'url'; "
+                                "run `dive index` again")
             folder = target / fields["path"]
-            verify_storage(folder, fields["files"])
+            verify_storage(folder, fields.get("files"))
             client = client_class(path=str(folder))
         count = client.count(fields["collection"], exact=True).count
         if count != n_docs:
@@ -189,7 +195,7 @@ def storage_checksums(folder: Path) -> dict[str, str]:
 
 
 def verify_storage(folder: Path, recorded: Any) -> None:
-    """Refuse a local storage whose files differ from the ones ``dive index`` wrote (before qdrant-client reads them)."""
+    """Refuse a local storage whose files differ from the ones `dive index` wrote, before qdrant-client reads them."""
     if not isinstance(recorded, dict) or not recorded:
         raise DiveError(f"{folder}: its manifest records no checksums of the Qdrant storage; run `dive index` again")
     found = {path.relative_to(folder).as_posix() for path in folder.rglob("*")

@@ -104,6 +104,21 @@ def test_qdrant_binary_keeps_dives_bits_and_rescores(toy, tmp_path):
     np.testing.assert_allclose(scores, reference, atol=1e-5)
 
 
+def test_lancedb_binary_is_hamming_over_dives_bits(toy, tmp_path):
+    """Packed bits in LanceDB's binary vectors, Hamming distance: dive's binary search without rescoring
+    (the same scores; documents tied on a score may come in another order)."""
+    pipeline = saved_pipeline(toy, tmp_path / "pipeline", "binary")
+    build_index(pipeline, tmp_path / "pipeline", toy.doc_ids, toy.doc_vectors, tmp_path / "index")
+    index = load_index(tmp_path / "index")
+    scores, rows = index.search_vectors(toy.query_vectors, 10)
+    reference, _ = pipeline.searcher(toy.doc_vectors).search(toy.query_vectors, 10)
+    np.testing.assert_array_equal(scores, reference)
+    codes = pipeline.encode(toy.doc_vectors)
+    query_bits = pipeline.codec.bits(pipeline.transform(toy.query_vectors))
+    hamming = np.unpackbits(query_bits[:, None, :] ^ codes[rows], axis=2).sum(axis=2)
+    np.testing.assert_array_equal(scores, OUT_DIM - 2 * hamming), "each score is its row's Hamming agreement"
+
+
 @pytest.mark.parametrize("engine", ["lancedb", "qdrant"])
 def test_an_index_folder_moves(toy, tmp_path, engine):
     pipeline = saved_pipeline(toy, tmp_path / "pipeline", "int8")
@@ -178,8 +193,8 @@ def test_refusals_are_one_line_and_leave_nothing(toy, tmp_path):
             build_index(Pipeline.load(source), source, toy.doc_ids, toy.doc_vectors, tmp_path / "out" / name,
                         config=config)
         assert "\n" not in str(error.value)
-    binary = saved_pipeline(toy, tmp_path / "binary", "binary")
-    with pytest.raises(DiveError, match="binary"):
+    binary = saved_pipeline(toy, tmp_path / "binary", "binary", rescore=10)
+    with pytest.raises(DiveError, match="without rescoring"):
         build_index(binary, tmp_path / "binary", toy.doc_ids, toy.doc_vectors, tmp_path / "out" / "b")
     with pytest.raises(DiveError, match="unique"):
         build_index(pipeline, tmp_path / "pipeline", ["d0"] * N_DOCS, toy.doc_vectors, tmp_path / "out" / "dup")

@@ -5,10 +5,14 @@ see :func:`dive.engines.base.stored_vectors`) and any other column of the input.
 int8 vector storage, so float16 and int8 are stored as their float reconstruction and searched
 flat (brute force, metric ``dot``): exact, as dive's evaluation. A pq codec maps to LanceDB's own
 IVF-PQ index (``num_sub_vectors = m``, ``num_bits = nbits``, trained by LanceDB on the stored
-vectors), searched with ``nprobes`` and ``refine_factor``: approximate. Binary is refused (LanceDB's
-binary vectors take Hamming distance only, with no float rescoring).
+vectors), searched with ``nprobes`` and ``refine_factor``: approximate. Binary maps to LanceDB's
+binary vectors: the packed ``x > median`` bits (``uint8``) searched by Hamming distance, as dive
+ranks binary without rescoring; binary with rescoring is refused (LanceDB has no float rescoring
+of Hamming candidates: use Qdrant).
 
-LanceDB reports ``_distance = 1 - dot`` for the ``dot`` metric; scores are ``1 - _distance``.
+LanceDB reports ``_distance = 1 - dot`` for the ``dot`` metric, scores are ``1 - _distance``; for
+``hamming`` the distance is the number of differing bits, scores are ``dim - 2 * distance`` (the
+agreement of the +-1 sign vectors, as dive's binary search reports them).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from dive.utils import require
 FOLDER = "lancedb"
 """The LanceDB database folder inside the index folder."""
 METRIC = "dot"
+HAMMING = "hamming"
 INDEX_TYPE = "IVF_PQ"
 DISTANCE = "_distance"
 QUERY_INDEX = "query_index"
@@ -52,15 +57,16 @@ class LanceDBEngine(Engine):
         return pipeline.codec is not None and pipeline.codec.name == "pq"
 
     def write(self, pipeline: Pipeline, corpus: Corpus, target: Path) -> dict[str, Any]:
-        if pipeline.codec is not None and pipeline.codec.name == "binary":
-            raise DiveError("lancedb: binary codes have no LanceDB form with float rescoring; use --engine qdrant "
-                            "(binary quantisation) or faiss")
-        vectors = stored_vectors(pipeline, corpus.output)
+        binary = _is_binary(pipeline)
+        if binary and pipeline.codec.config.rescore > 0:
+            raise DiveError("lancedb: ranks binary codes by Hamming distance alone, without rescoring; index binary "
+                            "without --rescore, or use --engine qdrant (binary quantisation with rescoring)")
+        vectors = pipeline.codec.bits(corpus.output) if binary else stored_vectors(pipeline, corpus.output)
         database = _lancedb().connect(str(target / FOLDER))
         table = database.create_table(self.config.collection, data=_arrow_table(corpus, vectors))
         indexed = self._index(table, pipeline) if not self.exact(pipeline) else None
-        return {"path": FOLDER, "table": self.config.collection, "ann_index": indexed,
-                "nprobes": self.config.nprobes, "refine_factor": self.config.refine_factor}
+        return {"path": FOLDER, "table": self.config.collection, "metric": HAMMING if binary else METRIC,
+                "ann_index": indexed, "nprobes": self.config.nprobes, "refine_factor": self.config.refine_factor}
 
     def _index(self, table: Any, pipeline: Pipeline) -> str:
         """Build LanceDB's IVF-PQ index with the pq codec's sub-vectors and bits (or refuse in one line)."""
@@ -85,14 +91,23 @@ class LanceDBEngine(Engine):
         if table.count_rows() != n_docs:
             raise DiveError(f"{folder}: table {fields['table']!r} holds {table.count_rows()} rows, its manifest "
                             f"{n_docs} document ids (not the table `dive index` wrote)")
-        return LanceDBSearch(table, fields)
+        metric = fields.get("metric", METRIC)
+        if metric != (HAMMING if _is_binary(pipeline) else METRIC):
+            raise DiveError(f"{folder}: its metric {metric!r} does not fit the pipeline's codec "
+                            "(not the table `dive index` wrote)")
+        return LanceDBSearch(table, fields, pipeline.codec if _is_binary(pipeline) else None)
+
+
+def _is_binary(pipeline: Pipeline) -> bool:
+    return pipeline.codec is not None and pipeline.codec.name == "binary"
 
 
 def _arrow_table(corpus: Corpus, vectors: np.ndarray) -> Any:
-    """The table's rows: ``row``, ``doc_id``, ``vector`` and the input's other columns."""
+    """The table's rows: ``row``, ``doc_id``, ``vector`` (float32, or packed bits as uint8) and the input's
+    other columns."""
     import pyarrow as pa
 
-    values = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).ravel(), pa.float32())
+    values = pa.array(np.ascontiguousarray(vectors).ravel(), pa.uint8() if vectors.dtype == np.uint8 else pa.float32())
     columns = {ROW_FIELD: pa.array(np.arange(len(vectors)), pa.int64()),
                DOC_ID_FIELD: pa.array(corpus.doc_ids, pa.string()),
                VECTOR_FIELD: pa.FixedSizeListArray.from_arrays(values, vectors.shape[1])}
@@ -107,13 +122,18 @@ def _arrow_table(corpus: Corpus, vectors: np.ndarray) -> Any:
 class LanceDBSearch:
     """A LanceDB table as a :class:`~dive.search.Searcher` over the pipeline's float output."""
 
-    def __init__(self, table: Any, fields: dict[str, Any]) -> None:
+    def __init__(self, table: Any, fields: dict[str, Any], binary: Any = None) -> None:
         self.table = table
         self.fields = fields
+        self.binary = binary
+        """The binary codec when the table holds its bits (queries become bits, Hamming distance)."""
 
     def search(self, query_vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         queries = np.ascontiguousarray(query_vectors, dtype=np.float32)
-        query = self.table.search(list(queries), vector_column_name=VECTOR_FIELD).metric(METRIC).limit(k)
+        if self.binary is not None:
+            queries = self.binary.bits(queries)
+        metric = HAMMING if self.binary is not None else METRIC
+        query = self.table.search(list(queries), vector_column_name=VECTOR_FIELD).metric(metric).limit(k)
         if self.fields.get("ann_index"):
             query = query.nprobes(int(self.fields.get("nprobes", EngineConfig.nprobes)))
             refine_factor = int(self.fields.get("refine_factor", EngineConfig.refine_factor))
@@ -122,7 +142,8 @@ class LanceDBSearch:
         result = query.select([ROW_FIELD]).to_arrow()
         which = (result.column(QUERY_INDEX).to_numpy() if QUERY_INDEX in result.column_names
                  else np.zeros(result.num_rows, dtype=np.int64))
-        scores = 1.0 - result.column(DISTANCE).to_numpy().astype(np.float64)
+        distances = result.column(DISTANCE).to_numpy().astype(np.float64)
+        scores = self.binary.dim - 2.0 * distances if self.binary is not None else 1.0 - distances
         hits: list[list[tuple[float, int]]] = [[] for _ in queries]
         for query_number, score, row in zip(which, scores, result.column(ROW_FIELD).to_numpy()):
             hits[int(query_number)].append((float(score), int(row)))

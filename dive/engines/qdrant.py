@@ -69,8 +69,11 @@ class QdrantEngine(Engine):
             raise DiveError(f"--factory and --search-params are for --engine faiss, not {self.name}")
 
     def approximate_codec(self, pipeline: Pipeline) -> bool:
-        """Quantised codecs are approximate on a server; local mode always scans every point exactly."""
-        return self.config.url is not None and pipeline.codec is not None and pipeline.codec.name in QUANTISED_CODECS
+        """Quantised codecs are approximate on a server (local mode scans every point exactly); binary always
+        is: even a full scan ranks by the float reconstruction, which is dive's binary rescored over every
+        document, not dive's Hamming ranking or its rescoring of the top ``rescore`` Hamming candidates."""
+        name = pipeline.codec.name if pipeline.codec is not None else None
+        return name == "binary" or (self.config.url is not None and name in QUANTISED_CODECS)
 
     def write(self, pipeline: Pipeline, corpus: Corpus, target: Path) -> dict[str, Any]:
         vectors = stored_vectors(pipeline, corpus.output)

@@ -141,6 +141,19 @@ def test_an_index_folder_moves(toy, tmp_path, engine):
     assert str(tmp_path) not in (moved / MANIFEST_FILE).read_text(), "the manifest holds no absolute path"
 
 
+def test_a_qdrant_local_index_in_use_is_one_line(toy, tmp_path):
+    pipeline = saved_pipeline(toy, tmp_path / "pipeline")
+    build_index(pipeline, tmp_path / "pipeline", toy.doc_ids, toy.doc_vectors, tmp_path / "index",
+                config=EngineConfig(engine="qdrant"))
+    first = load_index(tmp_path / "index")
+    try:
+        with pytest.raises(DiveError, match="in use by another Qdrant client"):
+            load_index(tmp_path / "index")
+    finally:
+        first.close()
+    load_index(tmp_path / "index").close()  # free again once closed
+
+
 def test_an_altered_qdrant_storage_is_refused_before_it_is_read(toy, tmp_path):
     pipeline = saved_pipeline(toy, tmp_path / "pipeline")
     build_index(pipeline, tmp_path / "pipeline", toy.doc_ids, toy.doc_vectors, tmp_path / "index",

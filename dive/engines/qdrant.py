@@ -128,7 +128,7 @@ class QdrantEngine(Engine):
                                 "run `dive index` again")
             folder = target / fields["path"]
             verify_storage(folder, fields.get("files"))
-            client = client_class(path=str(folder))
+            client = _local_client(client_class, folder)
         count = client.count(fields["collection"], exact=True).count
         if count != n_docs:
             client.close()
@@ -155,6 +155,17 @@ def _sync_files(folder: Path) -> None:
         if path.is_file():
             with open(path, "rb+") as handle:
                 os.fsync(handle.fileno())
+
+
+def _local_client(client_class: Any, folder: Path) -> Any:
+    """qdrant-client's local mode on ``folder``; a folder another process (or client) holds is one line."""
+    try:
+        return client_class(path=str(folder))
+    except RuntimeError as error:
+        if "already accessed" not in str(error):
+            raise
+        raise DiveError(f"{folder}: in use by another Qdrant client (local mode allows one at a time); wait for "
+                        "it, or serve the index with a Qdrant server (--url)") from None
 
 
 def quantization_name(pipeline: Pipeline) -> str | None:

@@ -141,6 +141,18 @@ def test_an_index_folder_moves(toy, tmp_path, engine):
     assert str(tmp_path) not in (moved / MANIFEST_FILE).read_text(), "the manifest holds no absolute path"
 
 
+def test_a_faiss_index_moves_with_its_pipeline(toy, tmp_path):
+    """The faiss manifest names its pipeline relative to itself: a project folder moved whole still loads."""
+    pipeline = saved_pipeline(toy, tmp_path / "project" / "pipeline")
+    build_index(pipeline, tmp_path / "project" / "pipeline", toy.doc_ids, toy.doc_vectors,
+                tmp_path / "project" / "indexes" / "toy.faiss")
+    manifest = load_json(tmp_path / "project" / "indexes" / "toy.faiss")
+    assert manifest["pipeline"] == "../pipeline" and manifest["engine"] == "faiss"
+    shutil.move(tmp_path / "project", tmp_path / "moved")
+    index = load_index(tmp_path / "moved" / "indexes" / "toy.faiss")
+    assert evaluate_index(index, toy, (10,))["difference"]["ndcg@10"] == 0
+
+
 def test_a_qdrant_local_index_in_use_is_one_line(toy, tmp_path):
     pipeline = saved_pipeline(toy, tmp_path / "pipeline")
     build_index(pipeline, tmp_path / "pipeline", toy.doc_ids, toy.doc_vectors, tmp_path / "index",

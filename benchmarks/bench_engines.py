@@ -5,7 +5,7 @@ that takes it; each index is scored on scifact's held-out test queries through t
 own search (:func:`dive.index.evaluate_index`) beside dive's exact evaluation of the same
 pipeline, with build time, size on disk and the time of one batch of all test queries.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_engines.py
+    cd benchmarks && OMP_NUM_THREADS=1 ../.venv/bin/python bench_engines.py   # writes results/engines.json
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import write_result
 from dive.data import TrainSet, load_beir, make_splits
 from dive.encode import embed_dataset
 from dive.engines import EngineConfig
@@ -40,6 +41,7 @@ def main() -> None:
     embeddings = embed_dataset(dataset)
     eval_set = embeddings.eval_set(make_splits(dataset)[0].test)
     method = create_method("pca", dim=DIM).fit(TrainSet.unsupervised(embeddings.doc_vectors))
+    cells: list[dict] = []
     print(f"{DATASET}: {len(embeddings.doc_ids)} documents, {len(eval_set.query_ids)} test queries, pca-{DIM}")
     print(f"{'codec':<10} {'engine':<32} {'exact':<6} {'ndcg@10':>8} {'dive':>8} {'diff':>9} {'build s':>8} "
           f"{'search s':>9} {'MB':>6}")
@@ -53,12 +55,14 @@ def main() -> None:
             for config in ENGINES:
                 if (config.factory and codec) or (codec and codec[1].get("rescore") and config.engine != "qdrant"):
                     continue  # a factory is its own storage; only Qdrant rescores binary candidates
-                run_cell(pipeline, folder, embeddings, eval_set, config, Path(scratch) / "index.faiss"
-                         if config.engine == "faiss" else Path(scratch) / "index")
+                cells.append(run_cell(pipeline, folder, embeddings, eval_set, config, Path(scratch) / "index.faiss"
+                                      if config.engine == "faiss" else Path(scratch) / "index"))
                 shutil.rmtree(Path(scratch) / "index", ignore_errors=True)
+    write_result("engines", {"dataset": DATASET, "method": f"pca-{DIM}", "n_docs": len(embeddings.doc_ids),
+                             "n_test_queries": len(eval_set.query_ids), "cells": cells})
 
 
-def run_cell(pipeline, folder, embeddings, eval_set, config, out) -> None:
+def run_cell(pipeline, folder, embeddings, eval_set, config, out) -> dict:
     started = time.perf_counter()
     summary = build_index(pipeline, folder, embeddings.doc_ids, embeddings.doc_vectors, out, config=config)
     built = time.perf_counter() - started
@@ -77,6 +81,9 @@ def run_cell(pipeline, folder, embeddings, eval_set, config, out) -> None:
     print(f"{codec:<10} {name:<32} {str(report['exact']):<6} {report['metrics']['ndcg@10']:>8.4f} "
           f"{report['dive_metrics']['ndcg@10']:>8.4f} {report['difference']['ndcg@10']:>+9.1e} {built:>8.2f} "
           f"{searched:>9.3f} {summary['index_bytes'] / 1e6:>6.1f}")
+    return {"codec": codec, "engine": name, "exact": report["exact"], "ndcg@10": report["metrics"]["ndcg@10"],
+            "dive_ndcg@10": report["dive_metrics"]["ndcg@10"], "build_seconds": built, "search_seconds": searched,
+            "index_bytes": summary["index_bytes"]}
 
 
 if __name__ == "__main__":

@@ -29,7 +29,10 @@ from dive.experiments import (PRESETS, ExperimentSpec, GridSpec, load_data, merg
 from dive.experiments.report import format_result
 from dive.experiments.tune import DEFAULT_TRIALS, default_tuned_path, tune
 from dive.export import export_onnx, export_sentence_transformers
-from dive.index import DEFAULT_TOP_K, build_index, load_index
+from dive.engines import ENGINES, EngineConfig
+from dive.index import DEFAULT_TOP_K, build_index, default_engine, evaluate_index_on_dataset, load_index
+from dive.inputs import read_query_texts, read_query_vectors, read_vectors
+from dive.trec import DEFAULT_TAG, write_run
 from dive.methods import REGISTRY, method_class
 from dive.pipeline import Pipeline
 from dive.quantize import CODECS
@@ -48,8 +51,11 @@ EPILOG = """examples:
   dive tune --dataset scifact --method dive --dim 128 --trials 10 --out tuned.json && dive train ... --config tuned.json
   dive compress --pipeline runs/scifact-dive-128-heldout-seed0 --input vectors.npy --output small.npy
   dive export --pipeline runs/scifact-dive-128-heldout-seed0 --format onnx --out dive128.onnx
-  dive index --pipeline runs/scifact-dive-128-heldout-seed0 --dataset scifact --out scifact.faiss
-  dive search --index scifact.faiss --query "vitamin D and bone fractures"
+  dive index --pipeline runs/scifact-dive-128-heldout-seed0 --dataset scifact --out scifact-index
+  dive index --pipeline runs/scifact-dive-128-heldout-seed0 --input vectors.npy --ids ids.txt --engine qdrant --out idx
+  dive search --index scifact-index --query "vitamin D and bone fractures"
+  dive search --index scifact-index --queries queries.jsonl --top 100 --run run.trec
+  dive evaluate --index scifact-index --dataset scifact
   dive methods
 
 data: --dataset NAME is looked up under --data-dir, then $DIVE_DATA_DIR, then the user cache;
@@ -95,9 +101,10 @@ DEVICE = _setting(EncodeConfig, "device", str)
 """``--device``: encoding and training take the same devices (EncodeConfig and TrainConfig share the rule)."""
 
 
-def _data_arguments(parser: argparse.ArgumentParser) -> None:
+def _data_arguments(parser: argparse.ArgumentParser, dataset_required: bool = True) -> None:
     group = parser.add_argument_group("data and embeddings")
-    group.add_argument("--dataset", required=True, help="BEIR dataset name (e.g. scifact) or a BEIR-format folder")
+    group.add_argument("--dataset", required=dataset_required,
+                       help="BEIR dataset name (e.g. scifact) or a BEIR-format folder")
     group.add_argument("--data-dir", help="folder holding dataset folders (default: $DIVE_DATA_DIR, then the user cache)")
     group.add_argument("--model", help="local sentence-transformers folder (default: the packaged all-MiniLM-L6-v2)")
     group.add_argument("--vectors", help="folder of precomputed vectors (corpus.npy, corpus_ids.txt, queries.npy, "
@@ -241,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help=f"target dimension for truncate (default {ExperimentSpec.dim})")
     evaluate.add_argument("--load", help="folder of a saved pipeline or method (from `dive train --out`) to evaluate; "
                                          "--codec replaces its codec")
+    evaluate.add_argument("--index", help="an index written by `dive index` (of this dataset's corpus): score the test "
+                                          "queries through its engine's own search, beside dive's own evaluation "
+                                          "of its pipeline")
 
     reproduce = commands.add_parser(
         "reproduce", help="run a grid of cells (resumable), then write report.md and figures",
@@ -334,21 +344,65 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, help="new folder (sentence-transformers) or .onnx file to write")
 
     index = commands.add_parser(
-        "index", help="build a faiss index of a dataset's corpus compressed by a saved pipeline",
-        description="Encode (or load cached) corpus vectors, compress them with the pipeline and write a faiss "
-                    "index that ranks like dive's evaluation (IndexFlatIP, IndexScalarQuantizer for float16/int8, "
-                    "IndexPQ, IndexBinaryFlat for binary without rescoring), plus OUT.json with the document ids "
-                    "and a checksum. Query it with `dive search`.")
-    _data_arguments(index)
+        "index", help="store a corpus compressed by a saved pipeline in LanceDB, Qdrant or faiss",
+        description="Compress corpus vectors (a dataset's, encoded or cached, or your own --input) with the "
+                    "pipeline and store them with --engine: lancedb (embedded, a folder; the default), qdrant (local "
+                    "mode in the folder, or --url a server) or faiss (one file; the default when --out ends in "
+                    ".faiss). A folder index holds index.json, a copy of the pipeline and the engine's data, with "
+                    "relative paths, so it can be moved. Query it with `dive search`, score it with "
+                    "`dive evaluate --index`.")
+    _data_arguments(index, dataset_required=False)
     index.add_argument("--pipeline", required=True, help="folder saved by `dive train --out`")
-    index.add_argument("--out", required=True, help="faiss index file to write (OUT.json is written beside it)")
+    index.add_argument("--out", required=True, help="index folder to write (a faiss index: a file, OUT.json beside it)")
+    own = index.add_argument_group("own vectors (instead of --dataset)")
+    own.add_argument("--input", help="frozen corpus vectors: .npy [n, dim] or Parquet (a vector column; other "
+                                     "columns travel with the vectors)")
+    own.add_argument("--ids", help="document ids, one per line, in the order of --input (default: an id column of "
+                                   "the Parquet file, else the row numbers)")
+    own.add_argument("--column", help="Parquet vector column (default: embedding, embeddings, vector or vectors)")
+    own.add_argument("--id-column", help="Parquet id column (default: _id, id, doc_id or docid)")
+    store = index.add_argument_group("engine")
+    store.add_argument("--engine", dest="index_engine", choices=list(ENGINES),
+                       help=f"where to store it (default {EngineConfig.engine}; faiss when --out ends in .faiss)")
+    store.add_argument("--url", help="qdrant: a server or cluster, e.g. http://localhost:6333 (default: local mode "
+                                     "inside the index folder)")
+    store.add_argument("--collection", default=EngineConfig.collection,
+                       help=f"LanceDB table / Qdrant collection name (default {EngineConfig.collection})")
+    store.add_argument("--factory", help="faiss: an index_factory string applied to the stored float vectors, e.g. "
+                                         "HNSW32 or IVF256,PQ16 (approximate; a pipeline without codec)")
+    store.add_argument("--search-params", help="faiss --factory: search-time parameters, e.g. nprobe=16 or "
+                                               "efSearch=128 (default: faiss's, nprobe=1, efSearch=16)")
+    store.add_argument("--exact", action="store_true", default=None,
+                       help="search every stored vector even where the codec maps to the database's approximate "
+                            "storage (LanceDB IVF-PQ, Qdrant quantisation)")
+    store.add_argument("--no-rescore", dest="rescore", action="store_false",
+                       help="qdrant: rank quantised candidates by Qdrant's own codes, without rescoring them by the "
+                            "stored floats (does not match dive's evaluation)")
+    store.add_argument("--oversampling", type=_setting(EngineConfig, "oversampling", float),
+                       default=EngineConfig.oversampling,
+                       help=f"qdrant quantised search: candidates per result before rescoring "
+                            f"(default {EngineConfig.oversampling})")
+    store.add_argument("--nprobes", type=_setting(EngineConfig, "nprobes", int), default=EngineConfig.nprobes,
+                       help=f"lancedb IVF-PQ: partitions scanned per query (default {EngineConfig.nprobes})")
+    store.add_argument("--refine-factor", type=_setting(EngineConfig, "refine_factor", int),
+                       default=EngineConfig.refine_factor,
+                       help=f"lancedb IVF-PQ: rescore refine_factor x top candidates by the stored floats "
+                            f"(default {EngineConfig.refine_factor})")
 
-    search = commands.add_parser("search", help="query a `dive index` index with text",
-                                 description="Encode each --query with the index's model, compress it with the "
-                                             "index's pipeline and print the top --top documents.")
-    search.add_argument("--index", required=True, help="index file written by `dive index`")
-    search.add_argument("--query", action="append", required=True, help="query text (repeat for several)")
+    search = commands.add_parser("search", help="query a `dive index` index with texts or vectors",
+                                 description="Query with --query texts or a --queries file (encoded with the "
+                                             "index's model) or frozen --query-vectors; each is compressed by the "
+                                             "index's pipeline and ranked by its engine. --run writes a TREC run "
+                                             "(qid Q0 docid rank score tag) that trec_eval, pytrec_eval and ranx read.")
+    search.add_argument("--index", required=True, help="index folder or file written by `dive index`")
+    queries = search.add_mutually_exclusive_group(required=True)
+    queries.add_argument("--query", action="append", help="query text (repeat for several; ids 1, 2, ...)")
+    queries.add_argument("--queries", help="JSONL of {\"_id\": ..., \"text\": ...} per line (BEIR's queries.jsonl)")
+    queries.add_argument("--query-vectors", help="frozen query vectors (.npy or Parquet) from the index's model")
+    search.add_argument("--query-ids", help="ids of --query-vectors, one per line (default: the row numbers)")
     search.add_argument("--top", type=int, default=DEFAULT_TOP_K, help=f"documents per query (default {DEFAULT_TOP_K})")
+    search.add_argument("--run", help="write a TREC run file here (6 columns)")
+    search.add_argument("--tag", default=DEFAULT_TAG, help=f"the run's tag, its 6th column (default {DEFAULT_TAG})")
     search.add_argument("--json", action="store_true", help="print one JSON object")
 
     commands.add_parser("methods", help="list the compression methods with a summary and their paper")
@@ -433,11 +487,34 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
+    if args.index:
+        _evaluate_index(args)
+        return
     fitted = Pipeline.load(args.load) if args.load else None
     method = fitted.method.name if fitted else args.method
     if fitted is None and method_class(method).supervised:
         raise DiveError(f"{method} needs training: use `dive train --method {method}` or pass --load DIR")
     _print_result(run_experiment(_spec(args, method), fitted=fitted), args.json)
+
+
+def _evaluate_index(args: argparse.Namespace) -> None:
+    if args.load or args.codec or args.method != "frozen":
+        raise DiveError("--index evaluates the index's own pipeline; drop --load, --codec and --method")
+    spec = _spec(args, "frozen")
+    index = load_index(args.index)
+    try:
+        record = evaluate_index_on_dataset(index, load_data(spec), spec.protocol, spec.split, spec.ks)
+    finally:
+        index.close()
+    record = {"index": args.index, **record}
+    if args.json:
+        print(json.dumps(record))
+        return
+    print(f"{args.index} ({record['engine']}, {'exact' if record['exact'] else 'approximate'}) on "
+          f"{record['dataset']} {record['protocol']}, {record['n_test_queries']} test queries")
+    for name, value in record["metrics"].items():
+        print(f"  {name}: {value:.4f} through {record['engine']}, {record['dive_metrics'][name]:.4f} dive's "
+              f"evaluation (difference {record['difference'][name]:+.2e})")
 
 
 def cmd_tune(args: argparse.Namespace) -> None:
@@ -509,26 +586,67 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(f"wrote {folder}: SentenceTransformer({str(folder)!r}).encode(texts) gives the compressed vectors")
 
 
+def _engine_config(args: argparse.Namespace) -> EngineConfig:
+    """The engine settings of `dive index`; without --engine the engine follows --out (dive.index.default_engine)."""
+    return EngineConfig(engine=args.index_engine or default_engine(args.out), url=args.url, factory=args.factory,
+                        search_params=args.search_params, collection=args.collection, exact=args.exact,
+                        rescore=args.rescore, oversampling=args.oversampling, nprobes=args.nprobes,
+                        refine_factor=args.refine_factor)
+
+
 def cmd_index(args: argparse.Namespace) -> None:
+    if bool(args.input) == bool(args.dataset):
+        raise DiveError("give the corpus as --dataset NAME or as --input VECTORS (not both)")
+    if not args.input and (args.ids or args.column or args.id_column):
+        raise DiveError("--ids, --column and --id-column go with --input")
     pipeline = Pipeline.load(args.pipeline)
-    spec = ExperimentSpec(dataset=args.dataset, data_dir=args.data_dir, vectors=args.vectors,
-                          encode=_encode_config(args))
-    _, embeddings = load_data(spec)
-    summary = build_index(pipeline, args.pipeline, embeddings.doc_ids, embeddings.doc_vectors, args.out,
-                          model=args.model)
+    config = _engine_config(args)
+    if args.input:
+        corpus = read_vectors(args.input, args.ids, args.column, args.id_column)
+        doc_ids, doc_vectors, columns = corpus.ids, corpus.vectors, corpus.columns
+    else:
+        spec = ExperimentSpec(dataset=args.dataset, data_dir=args.data_dir, vectors=args.vectors,
+                              encode=_encode_config(args))
+        _, embeddings = load_data(spec)
+        doc_ids, doc_vectors, columns = embeddings.doc_ids, embeddings.doc_vectors, None
+    summary = build_index(pipeline, args.pipeline, doc_ids, doc_vectors, args.out, model=args.model, config=config,
+                          columns=columns)
     print(json.dumps(summary))
+
+
+def _search_results(args: argparse.Namespace) -> tuple[list[str], list[str] | None, list[list[dict[str, Any]]]]:
+    """(query ids, query texts or None, hits per query) of `dive search`."""
+    if args.query_ids and not args.query_vectors:
+        raise DiveError("--query-ids goes with --query-vectors")
+    index = load_index(args.index)
+    try:
+        if args.query_vectors:
+            queries = read_query_vectors(args.query_vectors, args.query_ids)
+            return queries.ids, None, index.search_hits(queries.vectors, args.top)
+        if args.queries:
+            query_ids, texts = read_query_texts(args.queries)
+        else:
+            query_ids, texts = [str(number) for number in range(1, len(args.query) + 1)], args.query
+        return query_ids, texts, index.search(texts, args.top)
+    finally:
+        index.close()
 
 
 def cmd_search(args: argparse.Namespace) -> None:
     if args.top < 1:
         raise DiveError("--top must be at least 1")
-    results = load_index(args.index).search(args.query, args.top)
+    query_ids, texts, results = _search_results(args)
+    lines = write_run(args.run, query_ids, results, args.tag) if args.run else None
     if args.json:
-        print(json.dumps({"index": args.index, "results": [{"query": query, "hits": hits}
-                                                          for query, hits in zip(args.query, results)]}))
+        print(json.dumps({"index": args.index, "run": args.run, "results": [
+            {"query_id": query_id, **({"query": texts[number]} if texts else {}), "hits": hits}
+            for number, (query_id, hits) in enumerate(zip(query_ids, results))]}))
         return
-    for query, hits in zip(args.query, results):
-        print(f"query: {query}")
+    if args.run:
+        print(f"wrote {lines} lines for {len(query_ids)} queries to {args.run}")
+        return
+    for number, (query_id, hits) in enumerate(zip(query_ids, results)):
+        print(f"query {query_id}: {texts[number]}" if texts else f"query {query_id}")
         for rank, hit in enumerate(hits, 1):
             print(f"  {rank:>3}. {hit['doc_id']}  {hit['score']:.4f}")
 

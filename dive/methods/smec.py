@@ -22,8 +22,11 @@ description as public sources quote them, since its full text and code are not p
   with S-XBM ``L_xbm = mean_{i, b in N10(q_i)} |s_w(q_i, b) - s(q_i, b)|`` over a FIFO memory
   of the last 5000 frozen vectors (every q, p, n of past batches), ``N10(q)`` the 10 entries
   most similar to q under the frozen cosine ``s``. alpha = 1 by default: at the DIVE
-  appendix's 0.1 the similarity error grew from 0.04 to 0.46 on scifact (issue 19);
-  ``dive tune --method smec`` searches it on the validation slice.
+  appendix's 0.1 the similarity error grew from 0.04 to 0.46 on scifact (issue 19), and on
+  validation only (``python scripts/choose_defaults.py smec 5 smec.db --all-folds``: scifact's
+  slice, cranfield's five folds' slices; 128 dims, seed 0) alpha 0.1 / 0.3 / 1 / 3 / 10 scored
+  scifact 0.7135 / 0.7154 / 0.7171 / 0.7003 / 0.6288 and cranfield 0.3693 / 0.3749 / 0.3823 /
+  0.3739 / 0.3766: 1 is best on both; ``dive tune --method smec`` searches it per dataset.
 - **Optimiser:** Adam (weight decay 0), batch 128, at most ``train.epochs`` per stage. The
   paper's learning rate is not public; 3e-4 was chosen among {1e-4, 3e-4, 1e-3} on the
   validation slices of scifact and cranfield (128 dims, seed 0; mean validation nDCG@10 of the

@@ -140,6 +140,9 @@ def _protocol_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--codec", choices=list(CODECS),
                        help="post-hoc codec after the method (default: none, float32); bytes_per_vector is reported")
     group.add_argument("--rescore", type=int, help="binary codec: re-rank the top N Hamming candidates")
+    group.add_argument("--oversampling", type=float,
+                       help="binary codec: re-rank the top ceil(F x k) Hamming candidates (Qdrant's oversampling, "
+                            "sentence-transformers' rescore_multiplier); exclusive with --rescore")
     group.add_argument("--codec-set", action="append", default=[], metavar="NAME=VALUE",
                        help="any other codec setting, e.g. --codec-set m=16 for pq")
     group.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
@@ -357,10 +360,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _codec_settings(args: argparse.Namespace) -> dict[str, Any]:
     settings = parse_assignments(args.codec_set, "--codec-set")
-    if args.rescore is not None:
-        if args.codec != "binary":
-            raise DiveError("--rescore applies to --codec binary only")
-        settings["rescore"] = args.rescore
+    for flag, key in (("--rescore", "rescore"), ("--oversampling", "oversampling")):
+        if getattr(args, key) is not None:
+            if args.codec != "binary":
+                raise DiveError(f"{flag} applies to --codec binary only")
+            settings[key] = getattr(args, key)
     if settings and not args.codec:
         raise DiveError("--codec-set needs --codec")
     return settings

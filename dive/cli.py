@@ -26,6 +26,7 @@ from dive.errors import DiveError
 from dive.evaluate import DEFAULT_KS, check_cutoffs
 from dive.experiments import (PRESETS, ExperimentSpec, GridSpec, load_data, merge_results, reproduce,
                               run_experiment, train_and_save, write_report)
+from dive.experiments.run import model_label
 from dive.experiments.report import format_result
 from dive.experiments.tune import DEFAULT_TRIALS, default_tuned_path, tune
 from dive.export import export_onnx, export_sentence_transformers
@@ -91,6 +92,8 @@ def _setting(config: type, name: str, convert: Callable[[str], T]) -> Callable[[
 
 
 DIVE_CONFIG = REGISTRY["dive"].Config
+PROMPT_FIELDS = ("query_prompt", "doc_prompt", "query_prompt_name", "doc_prompt_name")
+"""EncodeConfig's prompt fields, each set by the flag of the same name (``--query-prompt`` ...)."""
 DEVICE = _setting(EncodeConfig, "device", str)
 """``--device``: encoding and training take the same devices (EncodeConfig and TrainConfig share the rule)."""
 
@@ -106,6 +109,11 @@ def _data_arguments(parser: argparse.ArgumentParser) -> None:
                        default=EncodeConfig.batch_size,
                        help=f"texts per encoder batch (default {EncodeConfig.batch_size})")
     group.add_argument("--no-cache", action="store_true", help="re-encode instead of using the embedding cache")
+    for kind, example in (("query", "query: "), ("doc", "passage: ")):
+        group.add_argument(f"--{kind}-prompt", help=f"text put before every {kind} (E5: {example!r}); part of the "
+                                                    "embedding cache key and of the pipeline's base model")
+        group.add_argument(f"--{kind}-prompt-name", help=f"instead of --{kind}-prompt, a name from the model's own "
+                                                         "prompts (config_sentence_transformers.json)")
     group.add_argument("--device", type=DEVICE, default=EncodeConfig.device,
                        help=f"cpu, cuda, cuda:N or mps (encoding and training; default {EncodeConfig.device})")
 
@@ -316,6 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "(with --engine ray: a new Parquet folder or URI)")
     compress.add_argument("--column", help="Parquet vector column (default: the first of embedding, embeddings, "
                                            "vector, vectors)")
+    compress.add_argument("--model", help="the sentence-transformers folder that made INPUT's vectors: refused unless "
+                                          "it is the pipeline's base model (default: check the model.json that "
+                                          "`dive embed` writes beside its vectors, when there is one)")
     compress.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS,
                           help=f"rows per chunk or Ray batch (default {DEFAULT_CHUNK_ROWS})")
     _ray_arguments(compress, "pipeline copies")
@@ -398,7 +409,8 @@ def _encode_config(args: argparse.Namespace) -> EncodeConfig:
                         engine=getattr(args, "engine", EncodeConfig.engine),
                         ray_address=getattr(args, "ray_address", None),
                         ray_workers=getattr(args, "workers", EncodeConfig.ray_workers),
-                        progress=not getattr(args, "no_progress", False))
+                        progress=not getattr(args, "no_progress", False),
+                        **{field: getattr(args, field, None) for field in PROMPT_FIELDS})
 
 
 def _spec(args: argparse.Namespace, method: str, overrides: dict[str, Any] | None = None) -> ExperimentSpec:
@@ -497,10 +509,11 @@ def cmd_compress(args: argparse.Namespace) -> None:
         raise DiveError("--chunk-rows and --workers must be at least 1")
     if args.engine == "ray":
         summary = compress_with_ray(args.pipeline, args.input, args.output, column=args.column,
-                                    batch_rows=args.chunk_rows, workers=args.workers, address=args.ray_address)
+                                    batch_rows=args.chunk_rows, workers=args.workers, address=args.ray_address,
+                                    model=args.model)
     else:
         summary = compress_file(Pipeline.load(args.pipeline), args.input, args.output, args.chunk_rows,
-                                column=args.column, progress=not args.no_progress)
+                                column=args.column, progress=not args.no_progress, model=args.model)
     print(json.dumps(summary))
 
 
@@ -518,6 +531,7 @@ def cmd_index(args: argparse.Namespace) -> None:
     spec = ExperimentSpec(dataset=args.dataset, data_dir=args.data_dir, vectors=args.vectors,
                           encode=_encode_config(args))
     _, embeddings = load_data(spec)
+    pipeline.check_base_model(embeddings.model, f"the vectors of {model_label(spec)}")
     summary = build_index(pipeline, args.pipeline, embeddings.doc_ids, embeddings.doc_vectors, args.out,
                           model=args.model)
     print(json.dumps(summary))

@@ -133,7 +133,7 @@ def _score_split(spec: ExperimentSpec, embeddings: Embeddings, split: Split, tes
                  frozen: dict[str, float], method: Method, codec: CodecChoice) -> tuple[dict[str, Any], Pipeline]:
     """The fold record of ``method`` followed by ``codec`` (fitted here on the corpus) on ``test_set``,
     and that pipeline."""
-    pipeline = Pipeline(method)
+    pipeline = Pipeline(method, base_model=embeddings.model)
     started = time.perf_counter()
     if isinstance(codec, Codec):
         pipeline.codec = codec  # a loaded pipeline's codec, used as calibrated
@@ -303,16 +303,33 @@ def run_experiment(spec: ExperimentSpec, data: tuple[BeirDataset, Embeddings] | 
     if spec.out:
         check_folder_path(spec.out, "--out")
     codec: CodecChoice = (spec.codec, spec.codec_settings) if spec.codec else None
-    if fitted is not None and codec is None:
-        codec = fitted.codec
+    if fitted is not None:
+        data = data or load_data(spec)
+        fitted.check_base_model(data[1].model, f"the vectors of {model_label(spec)}")
+        codec = codec or fitted.codec
     (result,) = run_cells(spec, [codec], data, fitted.method if fitted is not None else None)
     record = result.record
     if spec.out:
         if fitted is None:
+            for pipeline, fold in zip(result.pipelines, record.get("folds", [record])):
+                pipeline.evaluation = pipeline_evaluation(record, fold)
             record["saved_to"] = _save(result.pipelines, [fold["split"] for fold in record.get("folds", [])],
                                        spec.out)
         write_json(Path(spec.out) / "result.json", record)
     return record
+
+
+EVALUATION_FIELDS = ("dataset", "protocol", "protocol_label", "seed", "model")
+"""What a saved pipeline's ``evaluation`` copies from its cell's record (beside its own split's numbers)."""
+
+
+def pipeline_evaluation(record: dict[str, Any], fold: dict[str, Any]) -> dict[str, Any]:
+    """What a saved pipeline records of its measurement: the cell's protocol facts and ``fold``'s numbers
+    (``fold`` is the record itself for a single split; each K-fold pipeline gets its own fold's)."""
+    return {**{name: record[name] for name in EVALUATION_FIELDS}, "split": fold.get("split"),
+            "n_folds": len(record.get("folds", [])) or 1, "n_test_queries": fold["n_test_queries"],
+            "metrics": fold["metrics"], "frozen_metrics": fold["frozen_metrics"], "retention": fold["retention"],
+            "selection": record.get("selection")}
 
 
 def train_and_save(spec: ExperimentSpec, data: tuple[BeirDataset, Embeddings] | None = None,

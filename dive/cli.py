@@ -29,7 +29,7 @@ from dive.experiments import (PRESETS, ExperimentSpec, GridSpec, load_data, merg
 from dive.experiments.run import model_label
 from dive.experiments.report import format_result
 from dive.experiments.tune import DEFAULT_TRIALS, default_tuned_path, tune
-from dive.export import export_onnx, export_sentence_transformers
+from dive.export import ExportConfig, export_onnx, export_sentence_transformers
 from dive.index import DEFAULT_TOP_K, build_index, load_index
 from dive.methods import REGISTRY, method_class
 from dive.pipeline import Pipeline
@@ -334,18 +334,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser(
         "export", help="export a saved pipeline as an ONNX graph or a sentence-transformers model",
-        description="sentence-transformers: copy the frozen model folder and append the fitted method, so that "
-                    "SentenceTransformer(OUT).encode(texts) returns the compressed vectors. DIVE, PCA, truncate and "
-                    "the autoencoder become standard Dense + Normalize modules (no custom code); residual adapters "
-                    "need dive installed and trust_remote_code=True. onnx: write the adapter alone as OUT.onnx "
-                    "(input 'embeddings' [batch, input_dim] frozen vectors, output 'compressed' [batch, dim]), "
-                    "kept only if ONNX Runtime matches the pipeline within 1e-5. The codec is not exported.")
+        description="sentence-transformers: copy the frozen model folder (it must be the pipeline's base model) and "
+                    "append the fitted pipeline, so that SentenceTransformer(OUT).encode(texts) returns what the "
+                    "pipeline stores: the codec's codes (its float vectors under output_value='float_embedding'), or "
+                    "the compressed vectors without a codec. DIVE, PCA, truncate and the autoencoder become standard "
+                    "Dense + Normalize modules (no custom code); residual adapters and codecs need dive installed. "
+                    "README.md becomes a model card written from the pipeline's recorded facts and metrics. onnx: "
+                    "write the adapter alone as OUT.onnx (input 'embeddings' [batch, input_dim] frozen vectors, "
+                    "output 'compressed' [batch, dim]), kept only if ONNX Runtime matches the pipeline within 1e-5; "
+                    "the codec is not part of the graph.")
     export.add_argument("--pipeline", required=True, help="folder saved by `dive train --out`")
     export.add_argument("--format", choices=["sentence-transformers", "onnx"], default="sentence-transformers",
                         help="export format (default sentence-transformers)")
     export.add_argument("--model", help="sentence-transformers only: the frozen model folder the pipeline was "
                                         "trained on (default: the packaged all-MiniLM-L6-v2)")
     export.add_argument("--out", required=True, help="new folder (sentence-transformers) or .onnx file to write")
+    export.add_argument("--truncate-dim", type=int,
+                        help="sentence-transformers only: keep the first N dims of the output, re-normalised "
+                             "(Matryoshka-style prefixes; the card says they were measured at the full width)")
+    export.add_argument("--no-codec", action="store_true",
+                        help="sentence-transformers only: leave the pipeline's codec out, so encode() returns float32")
 
     index = commands.add_parser(
         "index", help="build a faiss index of a dataset's corpus compressed by a saved pipeline",
@@ -522,8 +530,10 @@ def cmd_export(args: argparse.Namespace) -> None:
     if args.format == "onnx":
         print(json.dumps(export_onnx(pipeline, args.out)))
         return
-    folder = export_sentence_transformers(pipeline, model_path(args.model), args.out)
-    print(f"wrote {folder}: SentenceTransformer({str(folder)!r}).encode(texts) gives the compressed vectors")
+    config = ExportConfig(truncate_dim=args.truncate_dim, codec=not args.no_codec)
+    folder = export_sentence_transformers(pipeline, model_path(args.model), args.out, config)
+    output = "the codec's codes" if config.codec and pipeline.codec is not None else "the compressed vectors"
+    print(f"wrote {folder}: SentenceTransformer({str(folder)!r}).encode(texts) gives {output}; see its README.md")
 
 
 def cmd_index(args: argparse.Namespace) -> None:

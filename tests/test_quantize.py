@@ -362,12 +362,23 @@ def st_quantize_embeddings():
     return quantize_embeddings
 
 
+def st_floors_and_clips() -> bool:
+    """Whether the installed sentence-transformers floors and clips int8 codes (6.x; 3.x truncates int8 codes
+    toward zero after subtracting 128, and casts out-of-range values without clipping)."""
+    import sentence_transformers
+
+    return int(sentence_transformers.__version__.split(".")[0]) >= 6
+
+
 def test_binary_zero_threshold_gives_sentence_transformers_ubinary_codes():
     quantize_embeddings = st_quantize_embeddings()
     corpus, queries = unit_rows(300, 44, seed=20), unit_rows(7, 44, seed=21)  # 44 bits: padding in the last byte
     zero = create_codec("binary", threshold="zero").fit(corpus)
-    assert np.array_equal(zero.encode(corpus), quantize_embeddings(corpus, precision="ubinary"))
+    assert np.array_equal(zero.encode(corpus), np.packbits(corpus > 0, axis=1))
     assert np.array_equal(zero.bits(queries), np.packbits(queries > 0, axis=1))
+    whole_bytes = unit_rows(300, 48, seed=20)  # sentence-transformers 3.x packs only whole bytes per row correctly
+    codec = create_codec("binary", threshold="zero").fit(whole_bytes)
+    assert np.array_equal(codec.encode(whole_bytes), quantize_embeddings(whole_bytes, precision="ubinary"))
     median = create_codec("binary").fit(corpus)  # the default stays the corpus median
     assert not np.array_equal(median.encode(corpus), zero.encode(corpus))
     assert np.array_equal(median.encode(corpus), np.packbits(corpus > np.median(corpus, axis=0), axis=1))
@@ -416,13 +427,16 @@ def test_int8_floor_rounding_equals_sentence_transformers_with_the_codec_ranges(
     corpus, queries = unit_rows(500, 48, seed=25), unit_rows(40, 48, seed=26) * 1.3  # some queries out of range
     codec = create_codec("int8", rounding="floor").fit(corpus)
     assert codec.ranges.shape == (2, 48) and codec.ranges.dtype == np.float32
-    for vectors in (corpus, queries):
-        assert np.array_equal(codec.encode(vectors), quantize_embeddings(vectors, "uint8", ranges=codec.ranges))
-        assert np.array_equal(as_signed(codec.encode(vectors)),
-                              quantize_embeddings(vectors, "int8", ranges=codec.ranges))
-    # sentence-transformers' own calibration on the corpus gives the same ranges.
-    assert np.array_equal(as_signed(codec.encode(corpus)),
-                          quantize_embeddings(corpus, "int8", calibration_embeddings=corpus))
+    # Inside the calibrated range every version from 3.0 floors its uint8 codes (3.x by a cast).
+    assert np.array_equal(codec.encode(corpus), quantize_embeddings(corpus, "uint8", ranges=codec.ranges))
+    if st_floors_and_clips():  # 6.x: clip(floor(...)) for uint8 and int8, out-of-range values included
+        for vectors in (corpus, queries):
+            assert np.array_equal(codec.encode(vectors), quantize_embeddings(vectors, "uint8", ranges=codec.ranges))
+            assert np.array_equal(as_signed(codec.encode(vectors)),
+                                  quantize_embeddings(vectors, "int8", ranges=codec.ranges))
+        # sentence-transformers' own calibration on the corpus gives the same ranges.
+        assert np.array_equal(as_signed(codec.encode(corpus)),
+                              quantize_embeddings(corpus, "int8", calibration_embeddings=corpus))
     rebuilt = Int8.from_ranges(codec.ranges, rounding="floor")
     assert np.array_equal(rebuilt.encode(queries), codec.encode(queries))
     # floor codes decode to the middle of their step, which is what faiss' QT_8bit index decodes.

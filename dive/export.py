@@ -168,7 +168,8 @@ def _method_modules(method: Method) -> list[StModule]:
     layers = method.linear_layers()
     if layers is None:
         adapter = DiveAdapter(method)
-        return [StModule(MODULE_FOLDER, f"{DiveAdapter.__module__}.DiveAdapter", lambda folder: adapter.save(str(folder)))]
+        return [StModule(MODULE_FOLDER, f"{DiveAdapter.__module__}.DiveAdapter",
+                         lambda folder: adapter.save(str(folder)))]
     modules = [StModule(f"dive_dense_{index}", ST_DENSE, _dense(weight, bias, relu))
                for index, (weight, bias, relu) in enumerate(layers)]
     return modules + [StModule("dive_normalize", ST_NORMALIZE, _nothing)]
@@ -198,7 +199,8 @@ def appended_modules(pipeline: Pipeline, config: ExportConfig = ExportConfig()) 
         if pipeline.codec.name == "lossless":
             raise DiveError("the lossless codec codes a whole matrix, not one row per text: export with --no-codec")
         codec = DiveCodec(pipeline.codec)
-        modules.append(StModule(CODEC_FOLDER, f"{DiveCodec.__module__}.DiveCodec", lambda folder: codec.save(str(folder))))
+        modules.append(StModule(CODEC_FOLDER, f"{DiveCodec.__module__}.DiveCodec",
+                                lambda folder: codec.save(str(folder))))
     return modules
 
 

@@ -64,7 +64,8 @@ class ModelIdentity:
             if name in data and not isinstance(data[name], kind):
                 raise DiveError(f"{where}: the base model's {name!r} must be text, got {short_repr(data[name])}")
         if len(data["sha256"]) != SHA256_HEX or any(char not in "0123456789abcdef" for char in data["sha256"]):
-            raise DiveError(f"{where}: the base model's 'sha256' must be 64 hex digits, got {short_repr(data['sha256'])}")
+            raise DiveError(f"{where}: the base model's 'sha256' must be 64 hex digits, "
+                            f"got {short_repr(data['sha256'])}")
         return cls(**data)
 
 

@@ -101,10 +101,8 @@ def _measured(pipeline: Pipeline, truncate_dim: int | None, with_codec: bool) ->
 def _protocol(evaluation: dict[str, Any]) -> str:
     """One sentence: which data, which protocol and how many test queries gave the numbers."""
     facts = [f"dataset `{evaluation.get('dataset', '?')}`",
-             f"protocol `{evaluation.get('protocol', '?')}` ({evaluation.get('protocol_label', '')})",
-             f"seed {evaluation.get('seed', '?')}",
-             f"{evaluation.get('n_test_queries', '?')} test queries never seen in training"
-             if evaluation.get("protocol") == "heldout" else f"{evaluation.get('n_test_queries', '?')} test queries"]
+             f"protocol {evaluation.get('protocol_label') or evaluation.get('protocol', '?')}",
+             f"seed {evaluation.get('seed', '?')}", f"{evaluation.get('n_test_queries', '?')} test queries"]
     if evaluation.get("split") and (evaluation.get("n_folds") or 1) > 1:
         facts.append(f"fold `{evaluation['split']}` of {evaluation['n_folds']}")
     selection = evaluation.get("selection")
@@ -115,14 +113,15 @@ def _protocol(evaluation: dict[str, Any]) -> str:
 
 
 def _usage(pipeline: Pipeline, with_codec: bool) -> list[str]:
-    lines = ["## Usage", "", "```python", "import numpy as np", "from sentence_transformers import SentenceTransformer", "",
-             "model = SentenceTransformer(\"PATH\"" + (", trust_remote_code=True" if _needs_dive(pipeline, with_codec)
-                                                      else "") + ")"]
+    trust = ", trust_remote_code=True" if _needs_dive(pipeline, with_codec) else ""
+    lines = ["## Usage", "", "```python", "import numpy as np", "from sentence_transformers import SentenceTransformer",
+             "", f"model = SentenceTransformer(\"PATH\"{trust})"]
     query = ', prompt_name="query"' if pipeline.base_model and pipeline.base_model.query_prompt else ""
     document = ', prompt_name="document"' if pipeline.base_model and pipeline.base_model.doc_prompt else ""
     if with_codec and pipeline.codec is not None:
         lines += [f"codes = model.encode(documents{document})  # what the pipeline stores per document",
-                  f"queries = np.stack(model.encode(queries{query}, output_value=\"float_embedding\"))  # float, as dive searched",
+                  f"queries = np.stack(model.encode(queries{query}, output_value=\"float_embedding\"))"
+                  "  # float, as dive searched",
                   "```", "",
                   "Do not pass `normalize_embeddings` or `precision`: the codes are the fitted codec's, calibrated "
                   "once on the corpus (`precision=` would recalibrate on every batch)."]

@@ -160,7 +160,7 @@ def test_model_card_is_written_from_the_pipelines_recorded_facts(tmp_path):
     assert card != (default_model_path() / "README.md").read_text()
     for fact in (pipeline.base_model.sha256, "`pca`", "16 dims", "`binary`", '"threshold": "zero"',
                  f"| bytes per vector | {pipeline.bytes_per_vector:g} |", "0.6123", "0.7345", "0.5012",
-                 "protocol `heldout`", "60 test queries", "dataset `toy`", "trust_remote_code=True"):
+                 "protocol held out", "60 test queries", "dataset `toy`", "trust_remote_code=True"):
         assert fact in card, fact
     pipeline.evaluation = {**EVALUATION, "metrics": {"ndcg@10": 0.4321, "recall@10": 0.5}}
     pipeline.base_model = None

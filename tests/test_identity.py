@@ -148,3 +148,13 @@ def test_evaluate_and_index_refuse_vectors_of_another_model(tmp_path, capsys):
         assert error.count("\n") == 1 and "model-a" in error and "model-b" in error
         assert main([*command, "--dataset", str(dataset), "--vectors", str(tmp_path / "a")]) == 0
         capsys.readouterr()
+
+
+def test_embed_writes_the_identity_with_its_prompts_beside_the_vectors(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DIVE_CACHE_DIR", str(tmp_path / "cache"))
+    dataset = write_beir(tmp_path / "toy", n_docs=6, n_queries=4)
+    assert main(["embed", "--dataset", str(dataset), "--out", str(tmp_path / "vectors"), "--query-prompt", "query: ",
+                 "--doc-prompt", "passage: "]) == 0
+    identity = read_identity(tmp_path / "vectors")
+    assert (identity.query_prompt, identity.doc_prompt) == ("query: ", "passage: ")
+    assert identity.sha256 == model_digest(model_path(None))

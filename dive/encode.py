@@ -265,6 +265,8 @@ def _cached(texts: list[str], content_hash: str, kind: str, config: EncodeConfig
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
             np.save(handle, vectors)
+    if not (path.parent / IDENTITY_FILE).exists():  # the folder's model, with its full SHA-256 (prompts are per file)
+        write_json(path.parent / IDENTITY_FILE, {"name": identity.name, "sha256": identity.sha256})
     return vectors
 
 

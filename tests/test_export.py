@@ -207,7 +207,7 @@ def test_export_refuses_a_model_folder_that_is_not_the_base_model(tmp_path):
 
     pipeline = pipeline_with(None)
     pipeline.base_model = ModelIdentity("all-mpnet-base-v2", "c" * 64)
-    with pytest.raises(DiveError, match="all-mpnet-base-v2.*but --model .*with model") as refused:
+    with pytest.raises(DiveError, match="fitted on: all-mpnet-base-v2 .*; --model .*: model ") as refused:
         export_sentence_transformers(pipeline, default_model_path(), tmp_path / "exported")
     assert "\n" not in str(refused.value) and not (tmp_path / "exported").exists()
 

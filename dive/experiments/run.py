@@ -110,8 +110,8 @@ def check_data_model(pipeline: Pipeline, spec: ExperimentSpec,
                      data: tuple[BeirDataset, Embeddings] | None = None) -> None:
     """Refuse ``spec``'s vectors (``data``'s when loaded, else before encoding) unless they are the pipeline's
     base model's."""
-    pipeline.check_base_model(data[1].model if data is not None else data_model(spec),
-                              f"the vectors of {model_label(spec)}")
+    what = f"the vectors folder {spec.vectors}" if spec.vectors else f"the {spec.dataset} vectors to encode"
+    pipeline.check_base_model(data[1].model if data is not None else data_model(spec), what)
 
 
 def load_data(spec: ExperimentSpec) -> tuple[BeirDataset, Embeddings]:

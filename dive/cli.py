@@ -26,9 +26,10 @@ from dive.errors import DiveError
 from dive.evaluate import DEFAULT_KS, check_cutoffs
 from dive.experiments import (PRESETS, ExperimentSpec, GridSpec, load_data, merge_results, reproduce,
                               run_experiment, train_and_save, write_report)
+from dive.experiments.run import check_data_model
 from dive.experiments.report import format_result
 from dive.experiments.tune import DEFAULT_TRIALS, default_tuned_path, tune
-from dive.export import export_onnx, export_sentence_transformers
+from dive.export import ExportConfig, export_onnx, export_sentence_transformers
 from dive.engines import ENGINES, EngineConfig
 from dive.index import DEFAULT_TOP_K, build_index, default_engine, evaluate_index_on_dataset, load_index
 from dive.inputs import read_query_texts, read_query_vectors, read_vectors
@@ -97,6 +98,8 @@ def _setting(config: type, name: str, convert: Callable[[str], T]) -> Callable[[
 
 
 DIVE_CONFIG = REGISTRY["dive"].Config
+PROMPT_FIELDS = ("query_prompt", "doc_prompt", "query_prompt_name", "doc_prompt_name")
+"""EncodeConfig's prompt fields, each set by the flag of the same name (``--query-prompt`` ...)."""
 DEVICE = _setting(EncodeConfig, "device", str)
 """``--device``: encoding and training take the same devices (EncodeConfig and TrainConfig share the rule)."""
 
@@ -113,6 +116,11 @@ def _data_arguments(parser: argparse.ArgumentParser, dataset_required: bool = Tr
                        default=EncodeConfig.batch_size,
                        help=f"texts per encoder batch (default {EncodeConfig.batch_size})")
     group.add_argument("--no-cache", action="store_true", help="re-encode instead of using the embedding cache")
+    for kind, example in (("query", "query: "), ("doc", "passage: ")):
+        group.add_argument(f"--{kind}-prompt", help=f"text put before every {kind} (E5: {example!r}); part of the "
+                                                    "embedding cache key and of the pipeline's base model")
+        group.add_argument(f"--{kind}-prompt-name", help=f"instead of --{kind}-prompt, a name from the model's own "
+                                                         "prompts (config_sentence_transformers.json)")
     group.add_argument("--device", type=DEVICE, default=EncodeConfig.device,
                        help=f"cpu, cuda, cuda:N or mps (encoding and training; default {EncodeConfig.device})")
 
@@ -147,6 +155,9 @@ def _protocol_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--codec", choices=list(CODECS),
                        help="post-hoc codec after the method (default: none, float32); bytes_per_vector is reported")
     group.add_argument("--rescore", type=int, help="binary codec: re-rank the top N Hamming candidates")
+    group.add_argument("--oversampling", type=float,
+                       help="binary codec: re-rank the top ceil(F x k) Hamming candidates (Qdrant's oversampling, "
+                            "sentence-transformers' rescore_multiplier); exclusive with --rescore")
     group.add_argument("--codec-set", action="append", default=[], metavar="NAME=VALUE",
                        help="any other codec setting, e.g. --codec-set m=16 for pq")
     group.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
@@ -323,6 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "(with --engine ray: a new Parquet folder or URI)")
     compress.add_argument("--column", help="Parquet vector column (default: the first of embedding, embeddings, "
                                            "vector, vectors)")
+    compress.add_argument("--model", help="the sentence-transformers folder that made INPUT's vectors: refused unless "
+                                          "it is the pipeline's base model (default: check the model.json that "
+                                          "`dive embed` writes beside its vectors, when there is one)")
     compress.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS,
                           help=f"rows per chunk or Ray batch (default {DEFAULT_CHUNK_ROWS})")
     _ray_arguments(compress, "pipeline copies")
@@ -330,18 +344,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser(
         "export", help="export a saved pipeline as an ONNX graph or a sentence-transformers model",
-        description="sentence-transformers: copy the frozen model folder and append the fitted method, so that "
-                    "SentenceTransformer(OUT).encode(texts) returns the compressed vectors. DIVE, PCA, truncate and "
-                    "the autoencoder become standard Dense + Normalize modules (no custom code); residual adapters "
-                    "need dive installed and trust_remote_code=True. onnx: write the adapter alone as OUT.onnx "
-                    "(input 'embeddings' [batch, input_dim] frozen vectors, output 'compressed' [batch, dim]), "
-                    "kept only if ONNX Runtime matches the pipeline within 1e-5. The codec is not exported.")
+        description="sentence-transformers: copy the frozen model folder (it must be the pipeline's base model) and "
+                    "append the fitted pipeline, so that SentenceTransformer(OUT).encode(texts) returns what the "
+                    "pipeline stores: the codec's codes (its float vectors under output_value='float_embedding'), or "
+                    "the compressed vectors without a codec. DIVE, PCA, truncate and the autoencoder become standard "
+                    "Dense + Normalize modules (no custom code); residual adapters and codecs need dive installed. "
+                    "README.md becomes a model card written from the pipeline's recorded facts and metrics. onnx: "
+                    "write the adapter alone as OUT.onnx (input 'embeddings' [batch, input_dim] frozen vectors, "
+                    "output 'compressed' [batch, dim]), kept only if ONNX Runtime matches the pipeline within 1e-5; "
+                    "the codec is not part of the graph.")
     export.add_argument("--pipeline", required=True, help="folder saved by `dive train --out`")
     export.add_argument("--format", choices=["sentence-transformers", "onnx"], default="sentence-transformers",
                         help="export format (default sentence-transformers)")
     export.add_argument("--model", help="sentence-transformers only: the frozen model folder the pipeline was "
                                         "trained on (default: the packaged all-MiniLM-L6-v2)")
     export.add_argument("--out", required=True, help="new folder (sentence-transformers) or .onnx file to write")
+    export.add_argument("--truncate-dim", type=int,
+                        help="sentence-transformers only: keep the first N dims of the output, re-normalised "
+                             "(Matryoshka-style prefixes; the card says they were measured at the full width)")
+    export.add_argument("--no-codec", action="store_true",
+                        help="sentence-transformers only: leave the pipeline's codec out, so encode() returns float32")
 
     index = commands.add_parser(
         "index", help="store a corpus compressed by a saved pipeline in LanceDB, Qdrant or faiss",
@@ -411,10 +433,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _codec_settings(args: argparse.Namespace) -> dict[str, Any]:
     settings = parse_assignments(args.codec_set, "--codec-set")
-    if args.rescore is not None:
-        if args.codec != "binary":
-            raise DiveError("--rescore applies to --codec binary only")
-        settings["rescore"] = args.rescore
+    for flag, key in (("--rescore", "rescore"), ("--oversampling", "oversampling")):
+        if getattr(args, key) is not None:
+            if args.codec != "binary":
+                raise DiveError(f"{flag} applies to --codec binary only")
+            settings[key] = getattr(args, key)
     if settings and not args.codec:
         raise DiveError("--codec-set needs --codec")
     return settings
@@ -448,7 +471,8 @@ def _encode_config(args: argparse.Namespace) -> EncodeConfig:
                         engine=getattr(args, "engine", EncodeConfig.engine),
                         ray_address=getattr(args, "ray_address", None),
                         ray_workers=getattr(args, "workers", EncodeConfig.ray_workers),
-                        progress=not getattr(args, "no_progress", False))
+                        progress=not getattr(args, "no_progress", False),
+                        **{field: getattr(args, field, None) for field in PROMPT_FIELDS})
 
 
 def _spec(args: argparse.Namespace, method: str, overrides: dict[str, Any] | None = None) -> ExperimentSpec:
@@ -570,10 +594,11 @@ def cmd_compress(args: argparse.Namespace) -> None:
         raise DiveError("--chunk-rows and --workers must be at least 1")
     if args.engine == "ray":
         summary = compress_with_ray(args.pipeline, args.input, args.output, column=args.column,
-                                    batch_rows=args.chunk_rows, workers=args.workers, address=args.ray_address)
+                                    batch_rows=args.chunk_rows, workers=args.workers, address=args.ray_address,
+                                    model=args.model)
     else:
         summary = compress_file(Pipeline.load(args.pipeline), args.input, args.output, args.chunk_rows,
-                                column=args.column, progress=not args.no_progress)
+                                column=args.column, progress=not args.no_progress, model=args.model)
     print(json.dumps(summary))
 
 
@@ -582,8 +607,10 @@ def cmd_export(args: argparse.Namespace) -> None:
     if args.format == "onnx":
         print(json.dumps(export_onnx(pipeline, args.out)))
         return
-    folder = export_sentence_transformers(pipeline, model_path(args.model), args.out)
-    print(f"wrote {folder}: SentenceTransformer({str(folder)!r}).encode(texts) gives the compressed vectors")
+    config = ExportConfig(truncate_dim=args.truncate_dim, codec=not args.no_codec)
+    folder = export_sentence_transformers(pipeline, model_path(args.model), args.out, config)
+    output = "the codec's codes" if config.codec and pipeline.codec is not None else "the compressed vectors"
+    print(f"wrote {folder}: SentenceTransformer({str(folder)!r}).encode(texts) gives {output}; see its README.md")
 
 
 def _engine_config(args: argparse.Namespace) -> EngineConfig:
@@ -607,6 +634,7 @@ def cmd_index(args: argparse.Namespace) -> None:
     else:
         spec = ExperimentSpec(dataset=args.dataset, data_dir=args.data_dir, vectors=args.vectors,
                               encode=_encode_config(args))
+        check_data_model(pipeline, spec)  # before any text is encoded
         _, embeddings = load_data(spec)
         doc_ids, doc_vectors, columns = embeddings.doc_ids, embeddings.doc_vectors, None
     summary = build_index(pipeline, args.pipeline, doc_ids, doc_vectors, args.out, model=args.model, config=config,

@@ -6,6 +6,11 @@ file is streamed ``chunk_rows`` rows at a time with plain reads (no memory map),
 bounded by the chunk, not the file; the output appears only when complete (temp file +
 rename), so an error, Ctrl-C or kill leaves no partial file. :func:`compress_with_ray` runs the
 same per-batch function over a Parquet dataset with Ray Data, on a laptop or a cluster.
+
+Before anything is written, the input's base model is checked against the pipeline's
+(:meth:`~dive.pipeline.Pipeline.check_base_model`): the model folder the caller names
+(``model``, checked by its files, not its prompts), else the ``model.json`` that ``dive embed``
+writes beside its vectors; an input with neither is compressed with a warning.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import numpy as np
 
 from dive.data.sets import check_vectors
 from dive.errors import DiveError
+from dive.identity import ModelIdentity, read_identity
 from dive.pipeline import Pipeline
 from dive.distributed import start_ray
 from dive.utils import TEMP_SUFFIX, atomic_path, remove_stale_temps, require, temp_prefix
@@ -47,12 +53,30 @@ def file_format(path: Path) -> str:
         raise DiveError(f"{path}: unknown file type; expected one of {', '.join(FORMATS)}") from None
 
 
+def check_input_model(pipeline: Pipeline, input_path: str | Path, model: str | Path | None = None) -> None:
+    """Refuse input vectors whose base model is not the pipeline's (see the module docstring)."""
+    if model is not None:
+        from dive.encode import model_digest, model_path
+
+        folder = model_path(str(model))
+        pipeline.check_base_model(ModelIdentity(folder.name, model_digest(folder)), f"--model {folder}",
+                                  prompts=False)
+        return
+    source = Path(input_path).parent if "://" not in str(input_path) else None
+    identity = read_identity(source) if source is not None else None
+    pipeline.check_base_model(identity, f"the vectors of {input_path}")
+
+
 def compress_file(pipeline: Pipeline, input_path: str | Path, output_path: str | Path,
                   chunk_rows: int = DEFAULT_CHUNK_ROWS, column: str | None = None,
-                  progress: bool = True) -> dict[str, Any]:
-    """Stream ``input_path`` through ``pipeline.encode`` into ``output_path`` (formats by suffix)."""
+                  progress: bool = True, model: str | Path | None = None) -> dict[str, Any]:
+    """Stream ``input_path`` through ``pipeline.encode`` into ``output_path`` (formats by suffix).
+
+    ``model``: the model folder that made the input vectors (checked against the pipeline's base model).
+    """
     from tqdm.auto import tqdm
 
+    check_input_model(pipeline, input_path, model)
     if pipeline.codec is not None and pipeline.codec.name == "lossless":
         raise DiveError("the lossless codec codes a whole matrix, not rows: compress with its encode() instead")
     if chunk_rows < 1:
@@ -263,7 +287,7 @@ class _RayCompressor:
 
 def compress_with_ray(pipeline_dir: str | Path, input_path: str, output_path: str, column: str | None = None,
                       batch_rows: int = DEFAULT_CHUNK_ROWS, workers: int = 1,
-                      address: str | None = None) -> dict[str, Any]:
+                      address: str | None = None, model: str | Path | None = None) -> dict[str, Any]:
     """Compress a Parquet dataset (file, folder or ``s3://``-style URI) with Ray Data into a Parquet folder.
 
     Runs on the Ray cluster at ``address`` (see :mod:`dive.distributed`) with ``workers``
@@ -273,6 +297,7 @@ def compress_with_ray(pipeline_dir: str | Path, input_path: str, output_path: st
     folder appears only when complete; remote outputs are written in place by Ray.
     """
     pipeline = Pipeline.load(pipeline_dir)  # fail fast on the driver, before any worker starts
+    check_input_model(pipeline, input_path, model)
     if pipeline.codec is not None and pipeline.codec.name == "lossless":
         raise DiveError("the lossless codec codes a whole matrix, not rows: it cannot run per batch")
     remote_output = "://" in str(output_path)

@@ -9,6 +9,13 @@ rewritten parts. Loading verifies each file against its recorded checksum before
 (:mod:`dive.saved`), so an edited ``config.json`` never reaches a constructor, and a manifest
 without checksums is refused rather than loaded unchecked.
 Bytes per vector are the codec's when there is one, else float32 storage of the method's output.
+
+``pipeline.json`` also records the pipeline's facts: ``base_model``, the
+:class:`~dive.identity.ModelIdentity` of the vectors it was fitted on (model folder, SHA-256 of
+its files, prompts), which ``export``, ``compress``, ``index`` and ``evaluate`` check; and
+``evaluation``, the metrics ``dive train`` measured and their protocol, from which ``dive export``
+writes the model card. A pipeline saved by an older dive has neither: it loads, and the checks
+warn that nothing was compared (see :mod:`dive.identity`).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from dive.config import to_dict
 from dive.data.sets import EvalSet
 from dive.errors import DiveError, short_repr
 from dive.evaluate import evaluate_searcher
+from dive.identity import ModelIdentity, check_same_model
 from dive.methods import Method, load_method
 from dive.quantize import Codec, load_codec
 from dive.saved import CONFIG_FILE, file_sha256, read_record
@@ -41,10 +49,20 @@ FLOAT32_BYTES = 4
 
 @dataclass
 class Pipeline:
-    """Compress with ``method``, then (optionally) encode with ``codec``."""
+    """Compress with ``method``, then (optionally) encode with ``codec``.
+
+    ``base_model``: what made the vectors it was fitted on (None: unknown, e.g. an older save).
+    ``evaluation``: what was measured when it was trained (dataset, protocol, metrics), or None.
+    """
 
     method: Method
     codec: Codec | None = None
+    base_model: ModelIdentity | None = None
+    evaluation: dict[str, Any] | None = None
+
+    def check_base_model(self, actual: ModelIdentity | None, actual_what: str, prompts: bool = True) -> None:
+        """Refuse vectors or a model (``actual``) that are not this pipeline's base model, naming both."""
+        check_same_model(self.base_model, actual, "the pipeline was fitted on", actual_what, prompts)
 
     @property
     def bytes_per_vector(self) -> float:
@@ -99,7 +117,9 @@ class Pipeline:
                 part.save(directory / folder)
                 checksums[folder] = file_sha256(directory / folder / CONFIG_FILE)
             folders = {name: (name if part is not None else None) for name, part in parts.items()}
+            base_model = self.base_model.to_dict() if self.base_model is not None else None
             write_json(directory / PIPELINE_FILE, {"format": FORMAT, "dive_version": __version__, **self.describe(),
+                                                   "base_model": base_model, "evaluation": self.evaluation,
                                                    "folders": folders, "checksums": checksums})
         except BaseException:
             if not had_manifest:  # nothing of a half-written new pipeline is left behind
@@ -132,7 +152,10 @@ class Pipeline:
         if codec is not None and codec.dim != method.output_dim:
             raise DiveError(f"{directory}: codec dim {codec.dim} does not match the method's output "
                             f"{method.output_dim}")
-        return cls(method, codec)
+        base_model = manifest.get("base_model")
+        if base_model is not None:
+            base_model = ModelIdentity.from_dict(base_model, str(manifest_path))
+        return cls(method, codec, base_model, _evaluation(manifest_path, manifest.get("evaluation")))
 
 
 def saved_sha256(directory: str | Path) -> str:
@@ -162,6 +185,19 @@ def _part_checksums(manifest_path: Path, manifest: dict[str, Any]) -> dict[str, 
         raise DiveError(f"{manifest_path}: 'folders' must be {folders} to match its checksums, "
                         f"got {short_repr(manifest.get('folders'))}")
     return checksums
+
+
+def _evaluation(manifest_path: Path, evaluation: Any) -> dict[str, Any] | None:
+    """The recorded ``evaluation``: None, or a mapping whose ``metrics`` map names to finite numbers."""
+    if evaluation is None:
+        return None
+    metrics = evaluation.get("metrics") if isinstance(evaluation, dict) else None
+    if not isinstance(metrics, dict) or not all(
+            isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+            for value in metrics.values()):
+        raise DiveError(f"{manifest_path}: 'evaluation' must be null or a mapping whose 'metrics' map names to "
+                        f"numbers, got {short_repr(evaluation)}")
+    return evaluation
 
 
 def _is_sha256(value: Any) -> bool:

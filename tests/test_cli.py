@@ -235,3 +235,15 @@ def test_killed_reproduce_leaves_whole_cells_only_and_the_rerun_completes(toy, t
     assert sorted((row["protocol"], row["method"]) for row in rows) == sorted(
         (protocol, method) for protocol in ("heldout", "paper") for method in ("frozen", "truncate", "dive"))
     assert (out / "report.md").exists()
+
+
+def test_oversampling_flag_reaches_the_binary_codec(toy, capsys):
+    record = run_json(capsys, ["evaluate", *toy, "--method", "frozen", "--codec", "binary", "--oversampling", "2.5",
+                               "--codec-set", "threshold=zero", "--json"])
+    assert record["codec"]["config"]["oversampling"] == 2.5 and record["codec"]["config"]["threshold"] == "zero"
+    assert record["bytes_per_vector"] == 2
+    assert main(["evaluate", *toy, "--method", "frozen", "--codec", "int8", "--oversampling", "2"]) == 2
+    assert "--oversampling applies to --codec binary only" in capsys.readouterr().err
+    assert main(["evaluate", *toy, "--method", "frozen", "--codec", "binary", "--rescore", "5",
+                 "--oversampling", "2"]) == 2
+    assert "not both" in capsys.readouterr().err

@@ -353,6 +353,8 @@ def test_codec_cells_share_the_fitted_method_and_feed_the_frontier(scifact_slice
     assert by_label[("truncate", "none")]["bytes_per_vector"] == 4 * 64
     best = max((r for r in records if r["bytes_per_vector"] <= 64), key=lambda r: r["metrics"]["ndcg@10"])
     assert "Storage frontier" in report
+    assert "| binary:rescore=50 | no database: Qdrant, pgvector and sentence-transformers binarise at zero" in report
+    assert "| int8 | dive's own rounding" in report  # which database setting each codec equals
     assert (f"Best nDCG@10 at <= 64 bytes per vector: {best['method']} {best['dim']}d + {best['codec_label']} "
             f"({best['bytes_per_vector']:g} B): {best['metrics']['ndcg@10']:.4f}") in report
     assert (tmp_path / "frontier_heldout.png").exists()

@@ -349,3 +349,123 @@ def test_evaluate_searcher_equals_the_codec_ranking_scored_directly_on_real_embe
     by_hand = score_run(rankings_to_run(eval_set.query_ids, eval_set.doc_ids, scores, rows, 10), eval_set.qrels)
     assert evaluate_searcher(codec.searcher(codes), eval_set.query_vectors, eval_set) == by_hand
     assert evaluate_codec(codec, eval_set, codes=codes) == by_hand
+
+
+# ----- settings that match the deployed systems (issue 23, item 5) -------------------------------
+
+def st_quantize_embeddings():
+    """sentence-transformers' quantize_embeddings, wherever this version keeps it."""
+    try:
+        from sentence_transformers.util.quantization import quantize_embeddings
+    except ImportError:  # sentence-transformers < 6
+        from sentence_transformers.quantization import quantize_embeddings
+    return quantize_embeddings
+
+
+def st_floors_and_clips() -> bool:
+    """Whether the installed sentence-transformers floors and clips int8 codes (6.x; 3.x truncates int8 codes
+    toward zero after subtracting 128, and casts out-of-range values without clipping)."""
+    import sentence_transformers
+
+    return int(sentence_transformers.__version__.split(".")[0]) >= 6
+
+
+def test_binary_zero_threshold_gives_sentence_transformers_ubinary_codes():
+    quantize_embeddings = st_quantize_embeddings()
+    corpus, queries = unit_rows(300, 44, seed=20), unit_rows(7, 44, seed=21)  # 44 bits: padding in the last byte
+    zero = create_codec("binary", threshold="zero").fit(corpus)
+    assert np.array_equal(zero.encode(corpus), np.packbits(corpus > 0, axis=1))
+    assert np.array_equal(zero.bits(queries), np.packbits(queries > 0, axis=1))
+    whole_bytes = unit_rows(300, 48, seed=20)  # sentence-transformers 3.x packs only whole bytes per row correctly
+    codec = create_codec("binary", threshold="zero").fit(whole_bytes)
+    assert np.array_equal(codec.encode(whole_bytes), quantize_embeddings(whole_bytes, precision="ubinary"))
+    median = create_codec("binary").fit(corpus)  # the default stays the corpus median
+    assert not np.array_equal(median.encode(corpus), zero.encode(corpus))
+    assert np.array_equal(median.encode(corpus), np.packbits(corpus > np.median(corpus, axis=0), axis=1))
+
+
+def test_binary_codec_saved_before_threshold_existed_loads_as_median(tmp_path):
+    corpus = unit_rows(200, 16, seed=22)
+    codec = create_codec("binary").fit(corpus)
+    codec.save(tmp_path / "codec")
+    record = json.loads((tmp_path / "codec" / "config.json").read_text())
+    assert record["config"]["threshold"] == "median"
+    del record["config"]["threshold"], record["config"]["oversampling"]
+    assert create_codec("binary", **record["config"]).config.threshold == "median"
+
+
+def test_oversampling_fetches_a_multiple_of_k_and_the_absolute_count_stays():
+    corpus, queries = unit_rows(400, 64, seed=23), unit_rows(5, 64, seed=24)
+    plain = create_codec("binary").fit(corpus)
+    codes = plain.encode(corpus)
+    oversampled = create_codec("binary", oversampling=2.5).fit(corpus)
+    absolute = create_codec("binary", rescore=25).fit(corpus)
+    assert oversampled.n_candidates(10, 400) == 25 and oversampled.n_candidates(100, 400) == 250
+    assert absolute.n_candidates(10, 400) == 25 and absolute.n_candidates(100, 400) == 100
+    assert oversampled.n_candidates(1000, 400) == 400
+    # At k=10 both rescore the same 25 Hamming candidates, so they rank identically.
+    for got, expected in zip(oversampled.search(queries, codes, 10), absolute.search(queries, codes, 10)):
+        assert np.array_equal(got, expected)
+    _, candidates = plain.search(queries, codes, 25)
+    _, rows = oversampled.search(queries, codes, 10)
+    assert all(set(r) <= set(c) for r, c in zip(rows, candidates))
+    with pytest.raises(DiveError, match="not both"):
+        create_codec("binary", rescore=10, oversampling=2.0)
+    for bad in (-1.0, float("nan"), True):
+        with pytest.raises(DiveError, match="oversampling"):
+            create_codec("binary", oversampling=bad)
+    with pytest.raises(DiveError, match="threshold"):
+        create_codec("binary", threshold="mean")
+    with pytest.raises(DiveError, match="rescoring is not part of a faiss index"):
+        oversampled.faiss_index(codes)
+
+
+def test_int8_floor_rounding_equals_sentence_transformers_with_the_codec_ranges():
+    quantize_embeddings = st_quantize_embeddings()
+    from dive.quantize.int8 import Int8, as_signed
+
+    corpus, queries = unit_rows(500, 48, seed=25), unit_rows(40, 48, seed=26) * 1.3  # some queries out of range
+    codec = create_codec("int8", rounding="floor").fit(corpus)
+    assert codec.ranges.shape == (2, 48) and codec.ranges.dtype == np.float32
+    # Inside the calibrated range every version from 3.0 floors its uint8 codes (3.x by a cast).
+    assert np.array_equal(codec.encode(corpus), quantize_embeddings(corpus, "uint8", ranges=codec.ranges))
+    if st_floors_and_clips():  # 6.x: clip(floor(...)) for uint8 and int8, out-of-range values included
+        for vectors in (corpus, queries):
+            assert np.array_equal(codec.encode(vectors), quantize_embeddings(vectors, "uint8", ranges=codec.ranges))
+            assert np.array_equal(as_signed(codec.encode(vectors)),
+                                  quantize_embeddings(vectors, "int8", ranges=codec.ranges))
+        # sentence-transformers' own calibration on the corpus gives the same ranges.
+        assert np.array_equal(as_signed(codec.encode(corpus)),
+                              quantize_embeddings(corpus, "int8", calibration_embeddings=corpus))
+    rebuilt = Int8.from_ranges(codec.ranges, rounding="floor")
+    assert np.array_equal(rebuilt.encode(queries), codec.encode(queries))
+    # floor codes decode to the middle of their step, which is what faiss' QT_8bit index decodes.
+    codes = codec.encode(corpus)
+    assert np.abs(codec.decode(codes) - corpus).max() <= codec.step.max() * 0.5 + 1e-6
+    np.testing.assert_allclose(codec.faiss_index(codes).sa_decode(codes), codec.decode(codes), atol=1e-6)
+    for bad in (np.zeros((3, 4)), np.array([[1.0, 0.0], [0.0, 1.0]]), np.full((2, 3), np.nan)):
+        with pytest.raises(DiveError, match="ranges"):
+            Int8.from_ranges(bad)
+    with pytest.raises(DiveError, match="rounding"):
+        create_codec("int8", rounding="up")
+
+
+def test_int8_default_rounding_is_unchanged_nearest():
+    corpus = unit_rows(300, 16, seed=27)
+    codec = create_codec("int8").fit(corpus)
+    step = (corpus.max(axis=0) - corpus.min(axis=0)) / 255
+    assert np.array_equal(codec.encode(corpus), np.clip(np.rint((corpus - corpus.min(axis=0)) / step), 0, 255))
+    np.testing.assert_allclose(codec.decode(codec.encode(corpus)), corpus, atol=float(step.max()) / 2 + 1e-6)
+
+
+def test_every_codec_setting_names_its_database_equivalent():
+    from dive.quantize.systems import equivalent
+
+    assert "IndexFlatIP" in equivalent(None)
+    assert "halfvec" in equivalent({"name": "float16", "config": {}})
+    assert "Qdrant `oversampling: 4`" in equivalent({"name": "binary", "config": {"threshold": "zero",
+                                                                                   "oversampling": 4.0}})
+    assert "threshold=zero" in equivalent({"name": "binary", "config": {"rescore": 100}})  # old record: median
+    assert "ranges=codec.ranges" in equivalent({"name": "int8", "config": {"rounding": "floor"}})
+    assert "rounding=floor" in equivalent({"name": "int8", "config": {}})
+    assert "IndexPQ" in equivalent({"name": "pq", "config": {"m": 16}})

@@ -11,6 +11,7 @@ from dive.data.beir import Qrels
 from dive.data.splits import Split
 from dive.data.triplets import MiningConfig, TripletSampler, build_sampler
 from dive.errors import DiveError
+from dive.identity import ModelIdentity
 
 
 def check_vectors(vectors: np.ndarray, what: str, dim: int | None = None, n_rows: int | None = None) -> np.ndarray:
@@ -46,6 +47,8 @@ class Embeddings:
     doc_vectors: np.ndarray
     query_ids: list[str]
     query_vectors: np.ndarray
+    model: ModelIdentity | None = None
+    """What made the vectors (None: a user's vectors folder without ``model.json``)."""
 
     def __post_init__(self) -> None:
         doc_vectors = check_vectors(self.doc_vectors, "document vectors", n_rows=len(self.doc_ids))

@@ -12,6 +12,7 @@ import numpy as np
 
 from dive.evaluate import retention
 from dive.experiments.pareto import pareto_front
+from dive.quantize.systems import equivalent
 
 from dive.methods import REGISTRY, ablations_of, method_role, methods_with_role
 
@@ -288,7 +289,16 @@ def frontier_table(results: Results, protocol: str, budget: float = 64) -> list[
             lines += [f"Best nDCG@10 at <= {budget:g} bytes per vector: {best['method']} {best['dim']}d + "
                       f"{best.get('codec_label', 'none')} ({best['bytes_per_vector']:g} B): "
                       f"{best['metrics']['ndcg@10']:.4f}.", ""]
+        lines += system_equivalents(cells)
     return lines
+
+
+def system_equivalents(cells: list[dict[str, Any]]) -> list[str]:
+    """Which deployed setting each codec of the frontier equals (:func:`dive.quantize.systems.equivalent`)."""
+    labels = {r.get("codec_label", "none"): r.get("codec") for r in cells}
+    rows = [[label, equivalent(codec)] for label, codec in sorted(labels.items())]
+    return ["Which codec settings equal which database setting (a codec saved without `threshold` or `rounding` "
+            "used median and nearest):", "", *_table(["codec", "equals"], rows)]
 
 
 def environment(records: list[dict[str, Any]], wall_seconds: float | None) -> list[str]:

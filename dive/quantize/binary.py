@@ -1,12 +1,25 @@
-"""binary: one bit per dimension, ``x > median`` (per-dimension medians fitted on the corpus).
+"""binary: one bit per dimension, ``x > threshold`` (per-dimension corpus medians, or zero).
+
+``threshold`` decides where a dimension's bit flips:
+
+* ``"median"`` (default, what every dive result before this setting used): the corpus median
+  of each dimension, fitted, so every bit splits the corpus in half (the most information per
+  bit for an off-centre dimension).
+* ``"zero"``: the sign, ``x > 0``, as Qdrant's binary quantization, pgvector's
+  ``binary_quantize`` and sentence-transformers' ``quantize_embeddings(precision="ubinary")``
+  compute it. With ``zero`` the codes equal those systems' bit for bit (packed most significant
+  bit first, as ``np.packbits``), so dive's numbers predict what they return.
 
 Search ranks documents by Hamming distance to the query's bits (faiss ``IndexBinaryFlat``).
-With ``rescore = N > 0`` the top ``max(N, k)`` Hamming candidates are re-ranked by the inner
-product of the *float* query with a float version of each candidate document. Which float
-version is the ``rescore_with`` setting, and it decides the bytes stored:
+Rescoring re-ranks the Hamming candidates by the inner product of the *float* query with a
+float version of each candidate document. How many candidates: ``oversampling = F > 0`` takes
+``ceil(F * k)`` (Qdrant's ``oversampling``, sentence-transformers' ``rescore_multiplier``: a
+multiple of the results asked for), ``rescore = N > 0`` the absolute ``max(N, k)``; setting
+both is refused. Which float version is the ``rescore_with`` setting, and it decides the bytes
+stored:
 
 * ``"bits"`` (default): the 1-bit reconstruction ``decode(codes)``. Each bit decodes to the
-  mean of the corpus values on its side of the median in that dimension (two floats per
+  mean of the corpus values on its side of the threshold in that dimension (two floats per
   dimension, fitted once, part of the codec, not per vector). Nothing extra is stored per
   vector: ``bytes_per_vector = ceil(dim / 8)``. This is the asymmetric-rescoring recipe of
   sentence-transformers' "Embedding Quantization" (float query x binary document), with
@@ -21,6 +34,7 @@ The uncompressed float32 documents are never used: their bytes would not be coun
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import faiss
@@ -31,6 +45,7 @@ from dive.quantize.base import Codec, require_state
 from dive.quantize.int8 import Int8
 
 RESCORE_WITH = ("bits", "int8")
+THRESHOLDS = ("median", "zero")
 RESCORE_BLOCK = 1 << 22
 """Floats of gathered candidate documents held at a time while rescoring (16 MB)."""
 
@@ -40,24 +55,32 @@ class BinaryConfig:
     """Binary quantisation with optional float rescoring.
 
     Attributes:
-        rescore: re-rank the top ``max(rescore, k)`` Hamming candidates by float inner product;
-            0 = pure Hamming ranking. Off by default so ``binary`` alone is the 1-bit baseline;
-            sentence-transformers' ``semantic_search_faiss`` uses ``rescore_multiplier=4``
-            (4 x top_k, i.e. 40 for nDCG@10), and SPEC's table uses 100.
+        rescore: re-rank the top ``max(rescore, k)`` Hamming candidates by float inner product
+            (an absolute candidate count); 0 = off. Off by default so ``binary`` alone is the
+            1-bit baseline; SPEC's table uses 100.
+        oversampling: re-rank the top ``ceil(oversampling * k)`` Hamming candidates (a multiple
+            of the results asked for, as Qdrant's ``oversampling`` and sentence-transformers'
+            ``rescore_multiplier``, whose default is 4); 0 = off. Exclusive with ``rescore``.
         rescore_with: float documents used to rescore: ``"bits"`` (1-bit reconstruction, no
             extra bytes) or ``"int8"`` (int8 copy stored beside the bits, counted). Default
             ``"bits"`` keeps the codec at 1 bit per dimension.
+        threshold: ``"median"`` (per-dimension corpus median) or ``"zero"`` (the sign, as
+            Qdrant, pgvector and sentence-transformers binarise). Default ``"median"``: the
+            setting every earlier dive record and saved codec used (a saved codec without this
+            field loads as median); choose ``"zero"`` to predict those systems.
     """
 
     rescore: int = 0
     rescore_with: str = "bits"
+    oversampling: float = 0.0
+    threshold: str = "median"
 
 
 class Binary(Codec):
-    """Median-centred sign bits, Hamming search, optional rescoring (see module docstring)."""
+    """Bits above a per-dimension threshold, Hamming search, optional rescoring (see module docstring)."""
 
     name = "binary"
-    summary = "1 bit per dimension (x > corpus median), Hamming search, optional float rescoring"
+    summary = "1 bit per dimension (x > corpus median, or x > 0), Hamming search, optional float rescoring"
     reference = ("SPEC 'Post-hoc compression'; Shakir, Aarsen & Lee, 'Embedding Quantization' "
                  "(Hugging Face blog, 2024): binary search with rescoring")
     Config = BinaryConfig
@@ -68,10 +91,33 @@ class Binary(Codec):
             raise DiveError(f"{self.name}: rescore must be an integer >= 0, got {rescore!r}")
         if rescore_with not in RESCORE_WITH:
             raise DiveError(f"{self.name}: rescore_with must be one of {', '.join(RESCORE_WITH)}, got {rescore_with!r}")
+        oversampling = self.config.oversampling
+        if (isinstance(oversampling, bool) or not isinstance(oversampling, (int, float))
+                or not math.isfinite(oversampling) or oversampling < 0):
+            raise DiveError(f"{self.name}: oversampling must be a finite number >= 0, got {oversampling!r}")
+        if oversampling > 0 and rescore > 0:
+            raise DiveError(f"{self.name}: set rescore (absolute candidates) or oversampling (a multiple of k), "
+                            "not both")
+        if self.config.threshold not in THRESHOLDS:
+            raise DiveError(f"{self.name}: threshold must be one of {', '.join(THRESHOLDS)}, "
+                            f"got {self.config.threshold!r}")
+
+    @property
+    def rescores(self) -> bool:
+        """True when Hamming candidates are re-ranked by float score (``rescore`` or ``oversampling``)."""
+        return self.config.rescore > 0 or self.config.oversampling > 0
+
+    def n_candidates(self, k: int, n_docs: int) -> int:
+        """Hamming candidates fetched for ``k`` results: ``k``, ``max(rescore, k)`` or ``ceil(oversampling * k)``."""
+        if self.config.oversampling > 0:
+            wanted = math.ceil(self.config.oversampling * k)
+        else:
+            wanted = self.config.rescore
+        return min(max(wanted, k), n_docs)
 
     @property
     def stores_int8(self) -> bool:
-        return self.config.rescore > 0 and self.config.rescore_with == "int8"
+        return self.rescores and self.config.rescore_with == "int8"
 
     @property
     def bit_bytes(self) -> int:
@@ -82,23 +128,27 @@ class Binary(Codec):
         return self.bit_bytes + (int(self.dim) if self.stores_int8 else 0)
 
     def _fit(self, vectors: np.ndarray) -> None:
-        median = np.median(vectors, axis=0).astype(np.float32)
-        above = vectors > median
+        if self.config.threshold == "zero":
+            threshold = np.zeros(vectors.shape[1], dtype=np.float32)
+        else:
+            threshold = np.median(vectors, axis=0).astype(np.float32)
+        above = vectors > threshold
         n_above = above.sum(axis=0)
         n_below = len(vectors) - n_above
         sum_above = np.where(above, vectors, 0).sum(axis=0, dtype=np.float64)
         sum_below = vectors.sum(axis=0, dtype=np.float64) - sum_above
-        self._set_levels(median,
-                         np.where(n_below > 0, sum_below / np.maximum(n_below, 1), median).astype(np.float32),
-                         np.where(n_above > 0, sum_above / np.maximum(n_above, 1), median).astype(np.float32))
+        self._set_levels(threshold,
+                         np.where(n_below > 0, sum_below / np.maximum(n_below, 1), threshold).astype(np.float32),
+                         np.where(n_above > 0, sum_above / np.maximum(n_above, 1), threshold).astype(np.float32))
         self.int8 = Int8().fit(vectors) if self.stores_int8 else None
 
-    def _set_levels(self, median: np.ndarray, low: np.ndarray, high: np.ndarray) -> None:
-        self.median, self.low, self.high = median, low, high
+    def _set_levels(self, threshold: np.ndarray, low: np.ndarray, high: np.ndarray) -> None:
+        self.threshold, self.low, self.high = threshold, low, high
 
     def bits(self, vectors: np.ndarray) -> np.ndarray:
-        """Packed ``x > median`` bits, ``[n, ceil(dim / 8)]`` uint8 (zero padding bits)."""
-        return np.packbits(vectors > self.median, axis=1)
+        """Packed ``x > threshold`` bits, ``[n, ceil(dim / 8)]`` uint8, most significant bit first, zero
+        padding bits (with ``threshold="zero"``: sentence-transformers' ``ubinary`` codes)."""
+        return np.packbits(vectors > self.threshold, axis=1)
 
     def _encode(self, vectors: np.ndarray) -> np.ndarray:
         packed = self.bits(vectors)
@@ -107,15 +157,14 @@ class Binary(Codec):
         return np.concatenate([packed, self.int8.encode(vectors)], axis=1)
 
     def _decode(self, codes: np.ndarray) -> np.ndarray:
-        """The 1-bit reconstruction: per dimension, the corpus mean on the bit's side of the median."""
+        """The 1-bit reconstruction: per dimension, the corpus mean on the bit's side of the threshold."""
         bits = np.unpackbits(codes[:, :self.bit_bytes], axis=1, count=self.dim).astype(bool)
         return np.where(bits, self.high, self.low).astype(np.float32)
 
     def _search(self, queries: np.ndarray, codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        n_docs = len(codes)
-        n_candidates = min(max(self.config.rescore, k), n_docs) if self.config.rescore > 0 else k
+        n_candidates = self.n_candidates(k, len(codes)) if self.rescores else k
         distances, rows = self._bit_index(codes).search(self.bits(queries), n_candidates)
-        if self.config.rescore == 0:
+        if not self.rescores:
             return self.faiss_scores(distances), rows
         return self._rescore(queries, codes, rows, k)
 
@@ -126,7 +175,7 @@ class Binary(Codec):
 
     def faiss_index(self, codes: np.ndarray) -> faiss.IndexBinaryFlat:
         """``IndexBinaryFlat`` (Hamming) of the bits; rescoring needs the float query and stays in :meth:`search`."""
-        if self.config.rescore > 0:
+        if self.rescores:
             raise DiveError(f"{self.name}: rescoring is not part of a faiss index; index binary without rescore, "
                             "or use int8")
         return self._bit_index(self._check_codes(codes))
@@ -159,7 +208,8 @@ class Binary(Codec):
         return scores_out, rows_out
 
     def state(self) -> dict[str, np.ndarray]:
-        state = {"median": self.median, "low": self.low, "high": self.high}
+        # The thresholds keep the state name "median" so codecs saved before ``threshold`` load unchanged.
+        state = {"median": self.threshold, "low": self.low, "high": self.high}
         if self.int8 is not None:
             state.update({f"int8.{name}": array for name, array in self.int8.state().items()})
         return state
@@ -167,7 +217,9 @@ class Binary(Codec):
     def load_state(self, state, extra) -> None:
         arrays = [require_state(self, state, name, (self.dim,)) for name in ("median", "low", "high")]
         if not all(np.isfinite(array).all() for array in arrays):
-            raise DiveError(f"{self.name}: saved medians or levels are not finite")
+            raise DiveError(f"{self.name}: saved thresholds or levels are not finite")
+        if self.config.threshold == "zero" and np.any(arrays[0] != 0):
+            raise DiveError(f"{self.name}: saved thresholds are not zero, but its config says threshold=zero")
         self._set_levels(*arrays)
         self.int8 = None
         if self.stores_int8:

@@ -107,14 +107,14 @@ class Corpus:
 
 def stored_vectors(pipeline: Pipeline, output: np.ndarray) -> np.ndarray:
     """The float32 vectors a database stores for the pipeline's ``output`` (see the module docstring):
-    binary's reconstruction is centred on the codec's medians, so a database's sign bits are dive's bits."""
+    binary's reconstruction is centred on the codec's thresholds, so a database's sign bits are dive's bits."""
     codec = pipeline.codec
     if codec is None:
         return output
     if codec.name in DECODED_CODECS:
         return np.ascontiguousarray(codec.decode(codec.encode(output)), dtype=np.float32)
     if codec.name == "binary":
-        return np.ascontiguousarray(codec.decode(codec.encode(output)) - codec.median, dtype=np.float32)
+        return np.ascontiguousarray(codec.decode(codec.encode(output)) - codec.threshold, dtype=np.float32)
     raise DiveError(f"{codec.name}: has no database form")
 
 
@@ -160,10 +160,10 @@ class Engine(ABC):
 
 
 def score_offset(pipeline: Pipeline) -> np.ndarray | None:
-    """What :func:`stored_vectors` subtracted from every stored vector (binary's medians), or None: a
+    """What :func:`stored_vectors` subtracted from every stored vector (binary's per-dimension thresholds), or None: a
     searcher adds ``query . offset`` back, so scores are the inner product with the reconstruction."""
     codec = pipeline.codec
-    return codec.median if codec is not None and codec.name == "binary" else None
+    return codec.threshold if codec is not None and codec.name == "binary" else None
 
 
 def pad_results(hits: list[list[tuple[float, int]]], k: int) -> tuple[np.ndarray, np.ndarray]:

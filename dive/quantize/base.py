@@ -16,6 +16,7 @@ A codec compresses vectors that already exist (frozen or adapter outputs) withou
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Sequence
@@ -120,6 +121,15 @@ class Codec(ABC):
         """Bytes stored per corpus vector: for fixed-size codes, the code row's size in bytes."""
         self._require_fitted("bytes_per_vector")
         return self.code_width * np.dtype(self.code_dtype).itemsize
+
+    def bytes_per_vector_at(self, dim: int) -> float:
+        """What :attr:`bytes_per_vector` will be once fitted on ``dim``-d vectors, known before fitting
+        (``dive fit`` checks a storage budget with it). DiveError when this codec cannot take ``dim``
+        (e.g. pq's ``m`` does not divide it) or its size is only measured after encoding (lossless)."""
+        self._check_dim(dim, None)
+        probe = copy.copy(self)
+        probe.dim = int(dim)
+        return float(probe.bytes_per_vector)
 
     @property
     def code_width(self) -> int:

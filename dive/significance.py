@@ -35,6 +35,9 @@ reporting with effect sizes and intervals."""
 CONFIDENCE = 0.95
 """Two-sided 95% intervals and p < 0.05 significance: the IR convention (Sakai, 2014; ranx's docs)."""
 
+SIGNIFICANCE_METRIC = "ndcg@10"
+"""The metric cells are tested on against frozen (the reports' headline metric)."""
+
 PERMUTATIONS = 1000
 """Fisher's randomisation test: ranx's default number of permutations."""
 
@@ -92,6 +95,8 @@ def paired_test(qrels: Qrels, run_a: Run, run_b: Run, metric: str = "ndcg@10", s
         report = compare(judged, runs, metrics=[metric], stat_test=stat_test, max_p=alpha,
                          n_permutations=PERMUTATIONS, random_seed=seed).to_dict()
     p_value = float(report["a"]["comparisons"]["b"][metric])
+    if math.isnan(p_value):  # every query scored the same by both: no difference to test
+        p_value = 1.0
     record = report["a"]["win_tie_loss"]["b"][metric]
     return {"test": stat_test, "metric": metric, "p": p_value, "significant": p_value < alpha, "alpha": alpha,
             "ranx_mean_a": float(report["a"]["scores"][metric]), "ranx_mean_b": float(report["b"]["scores"][metric]),

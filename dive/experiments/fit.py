@@ -188,11 +188,12 @@ def load_judged_vectors(vectors: str | Path, qrels: str | Path, train_qrels: str
 # ----- candidates --------------------------------------------------------------------------------------
 
 
-def planned_bytes(codec: str, dim: int) -> float:
-    """Bytes per vector of ``codec`` (``none``: float32) on ``dim``-d output; DiveError if it cannot take it."""
+def planned_bytes(codec: str, dim: int, n_docs: int | None = None) -> float:
+    """Bytes per vector of ``codec`` (``none``: float32) on ``n_docs`` ``dim``-d outputs; DiveError if it
+    cannot fit them."""
     if codec == NO_CODEC:
         return float(FLOAT32_BYTES * dim)
-    return create_codec(codec).bytes_per_vector_at(dim)
+    return create_codec(codec).bytes_per_vector_at(dim, n_docs)
 
 
 def method_dims(method: str, dims: tuple[int, ...], input_dim: int) -> list[int]:
@@ -202,14 +203,15 @@ def method_dims(method: str, dims: tuple[int, ...], input_dim: int) -> list[int]
     return sorted({dim for dim in dims if dim < input_dim})
 
 
-def enumerate_candidates(config: FitConfig, input_dim: int) -> list[Candidate]:
-    """Every method x dim x codec within ``config.budget``, in registry order; one-line DiveError if none."""
+def enumerate_candidates(config: FitConfig, input_dim: int, n_docs: int | None = None) -> list[Candidate]:
+    """Every method x dim x codec within ``config.budget`` that can be fitted on ``n_docs`` corpus vectors,
+    in registry order; one-line DiveError if none."""
     fitting, smallest = [], None
     for method in sorted(set(config.methods), key=list(REGISTRY).index):
         for dim in method_dims(method, config.dims, input_dim):
             for codec in config.codecs:
                 try:
-                    size = planned_bytes(codec, dim)
+                    size = planned_bytes(codec, dim, n_docs)
                 except DiveError as error:
                     log.info("skipping %s-%d-%s: %s", method, dim, codec, error)
                     continue
@@ -499,7 +501,7 @@ def fit(spec: ExperimentSpec, config: FitConfig, out: str | Path,
     threads = configure_threads()
     seed_everything(spec.seed)
     data = data or load_data(spec)
-    candidates = enumerate_candidates(config, data[1].dim)  # refuses an impossible budget before writing
+    candidates = enumerate_candidates(config, data[1].dim, len(data[1].doc_ids))  # refuses an impossible budget before writing
     fit_data = split_for_fit(spec, data)
     out.mkdir(parents=True, exist_ok=True)
     records = run_candidates(spec, config, candidates, fit_data, out)

@@ -122,11 +122,12 @@ class Codec(ABC):
         self._require_fitted("bytes_per_vector")
         return self.code_width * np.dtype(self.code_dtype).itemsize
 
-    def bytes_per_vector_at(self, dim: int) -> float:
-        """What :attr:`bytes_per_vector` will be once fitted on ``dim``-d vectors, known before fitting
-        (``dive fit`` checks a storage budget with it). DiveError when this codec cannot take ``dim``
-        (e.g. pq's ``m`` does not divide it) or its size is only measured after encoding (lossless)."""
-        self._check_dim(dim, None)
+    def bytes_per_vector_at(self, dim: int, n_rows: int | None = None) -> float:
+        """What :attr:`bytes_per_vector` will be once fitted on ``n_rows`` (when known) ``dim``-d vectors,
+        known before fitting (``dive fit`` checks a storage budget with it). DiveError when this codec
+        cannot fit them (pq: ``m`` must divide ``dim``, ``2**nbits`` centroids need as many rows) or its
+        size is only measured after encoding (lossless)."""
+        self._check_dim(dim, n_rows)
         probe = copy.copy(self)
         probe.dim = int(dim)
         return float(probe.bytes_per_vector)

@@ -384,6 +384,10 @@ def build_parser() -> argparse.ArgumentParser:
                                  f"default {FitConfig.stat_test})")
     fit_search.add_argument("--seed", type=int, default=ExperimentSpec.seed,
                             help=f"seed for initialisation and negative sampling (default {ExperimentSpec.seed})")
+    fit_search.add_argument("--workers", type=_setting(FitConfig, "workers", int), default=FitConfig.workers,
+                            help="(method, dim) groups fitted side by side in worker processes, the torch threads "
+                                 f"shared among them (default {FitConfig.workers}; e.g. 2 with OMP_NUM_THREADS=1 on "
+                                 "2 free cores)")
     fit_search.add_argument("--folds", type=_setting(SplitConfig, "n_folds", int), default=SplitConfig.n_folds,
                             help=f"folds for data without a train split (default {SplitConfig.n_folds})")
     fit_output = fit.add_argument_group("output")
@@ -584,7 +588,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
     config = FitConfig(budget=args.budget, methods=tuple(_csv(args.methods) or FitConfig.methods),
                        dims=tuple(_ints(args.dims, "--dims") or FitConfig.dims),
                        codecs=tuple(_csv(args.codecs) or FitConfig.codecs), stat_test=args.stat_test,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, workers=args.workers)
     dataset = args.dataset or Path(args.vectors).name
     spec = ExperimentSpec(dataset=dataset, seed=args.seed, split=SplitConfig(n_folds=args.folds),
                           encode=EncodeConfig(model=args.model, progress=not args.no_progress),

@@ -220,3 +220,11 @@ def test_paired_test_matches_pytrec_eval_even_with_tied_scores():
     interval = t_interval([0.0, 1.0, 0.5, 0.5])
     assert interval.mean == 0.5 and interval.low < 0.5 < interval.high
     assert interval.high - 0.5 == pytest.approx(3.182446 * np.std([0, 1, 0.5, 0.5], ddof=1) / 2, rel=1e-5)
+
+
+def test_workers_side_by_side_give_the_same_candidates_and_choice(toy, tmp_path):
+    alone = fit(toy, SMALL, tmp_path / "alone")
+    together = fit(toy, FitConfig(**{**SMALL.__dict__, "workers": 2}), tmp_path / "together")
+    assert [(c["label"], c["validation"]) for c in together["candidates"]] == \
+        [(c["label"], c["validation"]) for c in alone["candidates"]]
+    assert together["choice"] == alone["choice"] and together["test"]["metrics"] == alone["test"]["metrics"]

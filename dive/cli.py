@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Sequence, TypeVar
 
-from dive import __version__
+from dive import __version__, checks
 from dive.checks import InvalidSetting
 from dive.compress import DEFAULT_CHUNK_ROWS, compress_file, compress_with_ray
 from dive.config import field_default, parse_assignments, read_config_file
@@ -384,7 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  f"default {FitConfig.stat_test})")
     fit_search.add_argument("--seed", type=int, default=ExperimentSpec.seed,
                             help=f"seed for initialisation and negative sampling (default {ExperimentSpec.seed})")
-    fit_search.add_argument("--workers", type=_setting(FitConfig, "workers", int), default=FitConfig.workers,
+    fit_search.add_argument("--workers", type=_checked(int, lambda value: checks.whole_at_least("workers", value, 1)),
+                            default=FitConfig.workers,
                             help="(method, dim) groups fitted side by side in worker processes, the torch threads "
                                  f"shared among them (default {FitConfig.workers}; e.g. 2 with OMP_NUM_THREADS=1 on "
                                  "2 free cores)")

@@ -196,7 +196,8 @@ def test_own_vectors_and_one_qrels_file_fit_by_kfold(tmp_path, capsys):
     qrels.write_text("".join(f"q{i}\td{i}\t1\n" for i in range(40)))
     out = tmp_path / "out"
     assert main(["fit", "--vectors", str(tmp_path / "mine"), "--qrels", str(qrels), "--budget", "8",
-                 "--methods", "truncate,pca", "--dims", "4,8", "--out", str(out), "--json", "--no-progress"]) == 0
+                 "--methods", "truncate,pca", "--dims", "4,8", "--out", str(out), "--json", "--no-progress",
+                 "--workers", "2"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["splits"] == [f"fold-{i}" for i in range(1, 6)] and result["test"]["n_test_queries"] == 40
     assert all(len(candidate["saved"]) == 5 for candidate in result["candidates"])
@@ -228,3 +229,14 @@ def test_workers_side_by_side_give_the_same_candidates_and_choice(toy, tmp_path)
     assert [(c["label"], c["validation"]) for c in together["candidates"]] == \
         [(c["label"], c["validation"]) for c in alone["candidates"]]
     assert together["choice"] == alone["choice"] and together["test"]["metrics"] == alone["test"]["metrics"]
+
+
+def test_export_writes_the_shipped_form_beside_the_pipeline(toy, tmp_path):
+    pytest.importorskip("onnxruntime")
+    config = FitConfig(budget=16, methods=("pca",), dims=(8,), codecs=("int8",), progress=False)
+    result = fit(toy, config, tmp_path / "out", export="onnx")
+    assert result["export"] == {"format": "onnx", "path": str(tmp_path / "out" / "pipeline.onnx")}
+    assert (tmp_path / "out" / "pipeline.onnx").is_file()
+    with pytest.raises(DiveError, match="--export st needs --model"):  # own vectors: which model made them?
+        fit(toy, config, tmp_path / "st", export="st")
+    assert not (tmp_path / "st").exists()

@@ -420,8 +420,9 @@ def choose(records: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any
         why = (f"{best['label']} has the best validation nDCG@10 ({score:.4f}); no training-free candidate fits "
                "the budget, so there is no floor to compare with")
     elif best is floor:
-        why = (f"{best['label']} is training-free and no trained candidate beat it on validation "
-               f"(nDCG@10 {score:.4f})")
+        rivals = "no trained candidate beat it" if any(not r["training_free"] for r in records) else \
+            "no trained candidate was tried"
+        why = f"{best['label']} is training-free and {rivals} on validation (nDCG@10 {score:.4f})"
     else:
         why = (f"{best['label']} has the best validation nDCG@10 ({score:.4f}), above the best training-free "
                f"candidate {floor['label']} ({floor['validation'][CHOICE_METRIC]:.4f})")
@@ -601,6 +602,10 @@ def fit_report(result: dict[str, Any]) -> str:
              f"Embeddings: {result['model']} ({result['input_dim']}-d). Protocol: {result['protocol']} "
              f"(splits: {', '.join(result['splits'])}); every candidate was fitted on the train queries and scored "
              "on the validation slice carved from them. No test query was scored before the choice.", "",
+             *([f"K-fold ({len(result['splits'])} folds, no train split): validation scores are means over the "
+                "folds' validation slices; the test result pools each fold's pipeline scored on its own fold's "
+                "test queries, so every query is tested once, by a pipeline that never saw it. The shipped "
+                "pipeline has one folder per fold.", ""] if len(result["splits"]) > 1 else []),
              "## Candidates (validation)", "",
              "| candidate | method | dim | codec | bytes/vector | val nDCG@10 | val Recall@10 | train s |",
              "|---|---|---:|---|---:|---:|---:|---:|"]

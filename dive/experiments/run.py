@@ -3,7 +3,9 @@
 Loads the dataset, gets frozen embeddings (cached), partitions the queries by protocol,
 fits the method on each split's training set, stores the corpus through the codec (if any),
 evaluates compressed and frozen vectors on the same test queries, and returns one JSON-ready
-record (K-fold: metrics are fold means and ``folds`` lists each fold). :func:`run_cells`
+record (K-fold: metrics are fold means and ``folds`` lists each fold). Each record but frozen float32's
+carries ``significance.vs_frozen``: a paired t-test (ranx) of its nDCG@10 against frozen over the test
+queries (K-fold: pooled over folds), which the reports turn into marks. :func:`run_cells`
 scores several codecs on one fit and returns each record beside its fitted pipelines
 (:class:`CellResult`); :func:`run_experiment` is the single-codec cell that ``dive evaluate``
 runs, and :func:`train_and_save` is what ``dive train`` runs: the same cell, saved into a run
@@ -23,10 +25,10 @@ import numpy as np
 from dive.config import to_dict
 from dive.data import (BeirDataset, Embeddings, EvalSet, MiningConfig, Split, SplitConfig, TrainSet, load_beir,
                        make_splits, resolve_dataset)
+from dive.data.beir import Qrels
 from dive.data.splits import PROTOCOL_LABELS, positive_only, without_near_duplicates
 from dive.encode import EncodeConfig, embed_dataset, load_embeddings
 from dive.errors import DiveError
-from dive.data.beir import Qrels
 from dive.evaluate import DEFAULT_KS, Run, check_cutoffs, evaluate_method, retention, score_run, search_run
 from dive.methods import Method, create_method, method_class
 from dive.methods.base import TorchAdapter

@@ -40,6 +40,12 @@ def test_candidates_are_every_combination_within_the_budget():
     # pq needs 256 corpus vectors for its centroids: with 60 it is no candidate; with enough it is 16 bytes
     many = enumerate_candidates(FitConfig(budget=16, methods=("frozen",), codecs=("pq",)), input_dim=16, n_docs=300)
     assert [(c.label, c.bytes_per_vector) for c in many] == [("frozen-16-pq", 16.0)]
+    with pytest.raises(DiveError, match="measured after encoding"):  # no size to hold against a budget
+        FitConfig(budget=64, codecs=("lossless",))
+    with pytest.raises(DiveError, match="choose none"):
+        FitConfig(budget=64, codecs=("zip",))
+    with pytest.raises(DiveError, match="unknown method"):
+        FitConfig(budget=64, methods=("nope",))
 
 
 def test_a_budget_no_candidate_fits_is_one_line_exit_2_and_nothing_written(toy, tmp_path, capsys):

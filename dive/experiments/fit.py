@@ -50,7 +50,7 @@ from dive.experiments.run import (ExperimentSpec, build_method, check_folder_pat
 from dive.experiments.store import append_result, read_results, repair
 from dive.methods import REGISTRY, method_class
 from dive.pipeline import FLOAT32_BYTES, Pipeline
-from dive.quantize import create_codec
+from dive.quantize import CODECS, create_codec
 from dive.search import FlatSearch
 from dive.significance import CONFIDENCE, DEFAULT_STAT_TEST, STAT_TESTS, paired_test, t_interval
 from dive.utils import atomic_path, configure_threads, seed_everything, write_json
@@ -71,6 +71,9 @@ DEFAULT_DIMS = (64, 128, 256)
 DEFAULT_CODECS = (NO_CODEC, "float16", "int8", "binary", "pq")
 """Every fixed-size codec at its defaults (lossless is measured only after encoding, so no budget can be
 checked before fitting)."""
+
+UNBUDGETABLE = ("lossless",)
+"""Codecs whose size is measured only after encoding (``Lossless.bytes_per_vector``)."""
 
 CHOICE_METRIC = "ndcg@10"
 """What the choice maximises on validation, and what the proof tests (the issue's metric)."""
@@ -102,8 +105,9 @@ class FitConfig:
         confidence: of the interval and the tests (default :data:`~dive.significance.CONFIDENCE`, 95%).
         progress: show the candidates' progress bar (and the adapters' epoch bars).
         workers: (method, dim) groups fitted side by side in forked processes, each with the torch threads
-            divided among them (default 1: one at a time in this process; 2 on a 2-core machine whose
-            torch uses 1 thread doubles throughput when the cores are free). Results are the same.
+            divided among them (default 1: one at a time in this process, the measured configuration of
+            benchmarks/README.md; 2 suits a 2-core machine with free cores and torch on 1 thread). The
+            candidates' numbers do not depend on it.
     """
 
     budget: float
@@ -123,12 +127,23 @@ class FitConfig:
         for dim in self.dims:
             checks.whole_at_least("dim", dim, 1)
         for codec in self.codecs:
-            if codec != NO_CODEC:
-                create_codec(codec)
+            check_budgetable(codec)
         checks.one_of("stat_test", self.stat_test, STAT_TESTS)
         for what, values in (("methods", self.methods), ("dims", self.dims), ("codecs", self.codecs)):
             if not values:
                 raise checks.InvalidSetting(what, "must name at least one", values)
+
+
+def check_budgetable(codec: str) -> None:
+    """Refuse a codec ``dive fit`` cannot use: unknown, or sized only after encoding (lossless)."""
+    if codec == NO_CODEC:
+        return
+    if codec not in CODECS:
+        raise DiveError(f"unknown codec {codec!r}; choose {NO_CODEC} (float32) or one of "
+                        f"{', '.join(name for name in CODECS if name not in UNBUDGETABLE)}")
+    if codec in UNBUDGETABLE:
+        raise DiveError(f"codec {codec}: its bytes per vector are measured after encoding, so no budget can be "
+                        "checked before fitting; choose a fixed-size codec")
 
 
 @dataclass(frozen=True)

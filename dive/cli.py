@@ -385,10 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit_search.add_argument("--seed", type=int, default=ExperimentSpec.seed,
                             help=f"seed for initialisation and negative sampling (default {ExperimentSpec.seed})")
     fit_search.add_argument("--workers", type=_checked(int, lambda value: checks.whole_at_least("workers", value, 1)),
-                            default=FitConfig.workers,
                             help="(method, dim) groups fitted side by side in worker processes, the torch threads "
-                                 f"shared among them (default {FitConfig.workers}; e.g. 2 with OMP_NUM_THREADS=1 on "
-                                 "2 free cores)")
+                                 "shared among them (default: cores / torch threads, e.g. 2 with OMP_NUM_THREADS=1 "
+                                 "on 2 cores; 1 = one at a time)")
     fit_search.add_argument("--folds", type=_setting(SplitConfig, "n_folds", int), default=SplitConfig.n_folds,
                             help=f"folds for data without a train split (default {SplitConfig.n_folds})")
     fit_output = fit.add_argument_group("output")

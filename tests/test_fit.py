@@ -19,7 +19,8 @@ FAST = {"train": {"epochs": 2, "progress": False}}
 """Two epochs: the trained candidates' numbers do not matter here, only what fit does with them."""
 
 SMALL = FitConfig(budget=16, methods=("frozen", "truncate", "pca", "matryoshka-adaptor"), dims=(4, 8),
-                  codecs=("none", "int8", "binary"), progress=False)
+                  codecs=("none", "int8", "binary"), progress=False, workers=1)
+"""In this process (the tests watch what it calls); the CLI tests run the default workers."""
 
 
 @pytest.fixture()
@@ -239,7 +240,7 @@ def test_workers_side_by_side_give_the_same_candidates_and_choice(toy, tmp_path)
 
 def test_export_writes_the_shipped_form_beside_the_pipeline(toy, tmp_path):
     pytest.importorskip("onnxruntime")
-    config = FitConfig(budget=16, methods=("pca",), dims=(8,), codecs=("int8",), progress=False)
+    config = FitConfig(budget=16, methods=("pca",), dims=(8,), codecs=("int8",), progress=False, workers=1)
     result = fit(toy, config, tmp_path / "out", export="onnx")
     assert result["export"] == {"format": "onnx", "path": str(tmp_path / "out" / "pipeline.onnx")}
     assert (tmp_path / "out" / "pipeline.onnx").is_file()

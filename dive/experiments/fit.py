@@ -31,6 +31,7 @@ import json
 import logging
 import multiprocessing
 import shutil
+import signal
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -53,7 +54,7 @@ from dive.pipeline import FLOAT32_BYTES, Pipeline
 from dive.quantize import CODECS, create_codec
 from dive.search import FlatSearch
 from dive.significance import CONFIDENCE, DEFAULT_STAT_TEST, STAT_TESTS, paired_test, t_interval
-from dive.utils import atomic_path, configure_threads, seed_everything, write_json
+from dive.utils import atomic_path, available_cores, configure_threads, seed_everything, write_json
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +106,10 @@ class FitConfig:
         confidence: of the interval and the tests (default :data:`~dive.significance.CONFIDENCE`, 95%).
         progress: show the candidates' progress bar (and the adapters' epoch bars).
         workers: (method, dim) groups fitted side by side in forked processes, each with the torch threads
-            divided among them (default 1: one at a time in this process, the measured configuration of
-            benchmarks/README.md; 2 suits a 2-core machine with free cores and torch on 1 thread). The
-            candidates' numbers do not depend on it.
+            divided among them; 1 fits them one at a time in this process. Default (None): as many as the
+            cores allow, cores // torch threads (2 on 2 cores with ``OMP_NUM_THREADS=1``, 1 when torch
+            uses every core). The candidates' numbers do not depend on it (benchmarks/README.md measures
+            1 and 2 workers).
     """
 
     budget: float
@@ -117,11 +119,12 @@ class FitConfig:
     stat_test: str = DEFAULT_STAT_TEST
     confidence: float = CONFIDENCE
     progress: bool = True
-    workers: int = 1
+    workers: int | None = None
 
     def __post_init__(self) -> None:
         checks.above("budget", self.budget, 0)
-        checks.whole_at_least("workers", self.workers, 1)
+        if self.workers is not None:
+            checks.whole_at_least("workers", self.workers, 1)
         for name in self.methods:
             method_class(name)
         for dim in self.dims:
@@ -375,18 +378,19 @@ def _fitted(spec: ExperimentSpec, config: FitConfig, groups: list[list[Candidate
             train_sets: TrainSets, out: Path) -> Iterator[tuple[Candidate, dict[str, Any]]]:
     """(candidate, record) as each finishes: in this process, or, with ``config.workers`` > 1, in forked worker
     processes that share the embeddings and the mined negatives (built here first) and send back JSON."""
-    if config.workers == 1 or len(groups) < 2 or "fork" not in multiprocessing.get_all_start_methods():
+    workers = min(resolved_workers(config), len(groups))
+    if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
         for group in groups:
             yield from zip(group, fit_group(spec, group, data, train_sets, out, config.progress))
         return
     for split in data.splits:
         train_sets(split)  # mined once here; the workers inherit them
     _WORKER_STATE.update(spec=spec, groups=groups, data=data, train_sets=train_sets, out=out,
-                         threads=max(1, torch_threads() // config.workers))
+                         threads=max(1, torch_threads() // workers))
     # The trained groups first: the slowest start earliest, and training-free ones fill the gaps.
     order = sorted(range(len(groups)), key=lambda index: groups[index][0].training_free)
     try:
-        with multiprocessing.get_context("fork").Pool(min(config.workers, len(groups))) as pool:
+        with multiprocessing.get_context("fork").Pool(workers, initializer=_worker_start) as pool:
             for index, text in pool.imap_unordered(_fit_group_in_worker, order):
                 yield from zip(groups[index], json.loads(text))
     finally:
@@ -395,6 +399,13 @@ def _fitted(spec: ExperimentSpec, config: FitConfig, groups: list[list[Candidate
 
 _WORKER_STATE: dict[str, Any] = {}
 """What forked workers inherit: the spec, the groups, the data, the training sets, OUT, torch threads each."""
+
+
+def _worker_start() -> None:
+    """A worker ends when its pool ends it: the caller's SIGTERM and SIGINT handlers (the CLI turns SIGTERM
+    into an exit that unwinds) are not the worker's."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the caller, which ends the pool
 
 
 def _fit_group_in_worker(index: int) -> tuple[int, str]:
@@ -412,6 +423,11 @@ def torch_threads() -> int:
     import torch
 
     return torch.get_num_threads()
+
+
+def resolved_workers(config: FitConfig) -> int:
+    """``config.workers``, or as many workers as the cores allow with torch's threads each."""
+    return config.workers or max(1, available_cores() // torch_threads())
 
 
 # ----- choice --------------------------------------------------------------------------------------------
@@ -584,6 +600,7 @@ def fit(spec: ExperimentSpec, config: FitConfig, out: str | Path,
         "test": proof,
         "pipeline": _ship(out, chosen),
         "threads": threads,
+        "workers": resolved_workers(config),
         "wall_seconds": time.perf_counter() - started,
         "sum_train_seconds": float(sum({r["shared_fit"]: r["train_seconds"] for r in records}.values())),
     }

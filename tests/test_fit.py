@@ -189,6 +189,7 @@ def test_json_prints_every_candidate_the_choice_and_the_test_result(toy, tmp_pat
     # ranx and pytrec_eval agree on the chosen pipeline's nDCG@10
     assert test["ranx_cross_check"]["max_abs_difference"] < 1e-6
     assert test["tests"]["vs frozen"]["ranx_mean_b"] == pytest.approx(test["metrics"]["frozen"]["ndcg@10"], abs=1e-6)
+    assert result["pipeline"] == ["pipeline"]
     pipeline = Pipeline.load(out / "pipeline")
     assert pipeline.bytes_per_vector == result["choice"]["bytes_per_vector"]
     report = (out / "fit.md").read_text()
@@ -209,6 +210,7 @@ def test_own_vectors_and_one_qrels_file_fit_by_kfold(tmp_path, capsys):
     assert result["splits"] == [f"fold-{i}" for i in range(1, 6)] and result["test"]["n_test_queries"] == 40
     assert all(len(candidate["saved"]) == 5 for candidate in result["candidates"])
     assert sorted(p.name for p in (out / "pipeline").iterdir()) == [f"fold-{i}" for i in range(1, 6)]
+    assert result["pipeline"] == [f"pipeline/fold-{i}" for i in range(1, 6)]
     assert main(["fit", "--vectors", str(tmp_path / "mine"), "--budget", "8", "--out", str(out)]) == 2
     assert "--vectors DIR with --qrels FILE" in capsys.readouterr().err
 

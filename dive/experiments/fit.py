@@ -531,7 +531,8 @@ CROSS_CHECK_TOLERANCE = 1e-6
 
 
 def _ship(out: Path, chosen: dict[str, Any]) -> list[str]:
-    """Copy the chosen candidate's saved pipeline(s) to ``OUT/pipeline`` (whole, or not at all)."""
+    """Copy the chosen candidate's saved pipeline(s) to ``OUT/pipeline`` (whole, or not at all); their folders
+    relative to OUT."""
     target = out / PIPELINE_DIR
     staging = out / f".{PIPELINE_DIR}.partial"
     shutil.rmtree(staging, ignore_errors=True)
@@ -539,7 +540,7 @@ def _ship(out: Path, chosen: dict[str, Any]) -> list[str]:
     shutil.copytree(source, staging)
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
-    return [str(target / (out / folder).relative_to(source)) for folder in chosen["saved"]]
+    return [str(Path(PIPELINE_DIR) / (out / folder).relative_to(source)) for folder in chosen["saved"]]
 
 
 def export_choice(out: Path, fmt: str, model_folder: str | Path | None) -> str:

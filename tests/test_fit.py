@@ -1,6 +1,7 @@
 """``dive fit`` (issue 22): candidates within a budget, the choice on validation, the proof on test."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -249,3 +250,45 @@ def test_export_writes_the_shipped_form_beside_the_pipeline(toy, tmp_path):
     with pytest.raises(DiveError, match="--export st needs --model"):  # own vectors: which model made them?
         fit(toy, config, tmp_path / "st", export="st")
     assert not (tmp_path / "st").exists()
+
+
+def test_a_fit_killed_with_sigkill_resumes_without_refitting_finished_candidates(toy, tmp_path, monkeypatch):
+    """A real ``kill -9`` of ``dive fit`` (two workers) once some candidates are stored; the rerun keeps them."""
+    import os
+    import signal
+    import time
+
+    from cli_harness import start_cli
+
+    out = tmp_path / "out"
+    argv = ["fit", "--dataset", toy.dataset, "--vectors", toy.vectors, "--budget", "64", "--methods",
+            "truncate,matryoshka-adaptor,dive-anchored", "--dims", "2,4,6,8,10,12", "--codecs", "int8",
+            "--no-progress", "--out", str(out), "--workers", "2"]
+    process = start_cli(argv)
+    stored = out / fit_module.CANDIDATES_FILE
+    deadline = time.monotonic() + 120
+    while process.poll() is None and time.monotonic() < deadline:
+        if stored.exists() and stored.read_text().count("\n") >= 1:
+            break
+        time.sleep(0.01)
+    if process.poll() is not None:
+        pytest.skip("the fit finished before it could be killed")
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    before = [json.loads(line) for line in stored.read_text().splitlines() if line.strip().endswith("}")]
+    assert before and not (out / "fit.json").exists()
+    time.sleep(0.5)  # workers die with their parent (PR_SET_PDEATHSIG): nothing writes into OUT any more
+    snapshot = sorted(str(p) for p in out.rglob("*"))
+    time.sleep(0.5)
+    assert sorted(str(p) for p in out.rglob("*")) == snapshot
+    fitted = []
+    real_build = fit_module.build_method
+    monkeypatch.setattr(fit_module, "build_method", lambda spec, name: fitted.append((spec.method, spec.dim))
+                        or real_build(spec, name))
+    config = FitConfig(budget=64, methods=("truncate", "matryoshka-adaptor", "dive-anchored"),
+                       dims=(2, 4, 6, 8, 10, 12), codecs=("int8",), progress=False, workers=1)
+    result = fit(replace(toy, overrides={}), config, out)
+    finished = {(record["method"], record["dim"]) for record in before}
+    assert not finished & set(fitted)  # one codec per group: every stored candidate is a finished group
+    assert len(result["candidates"]) == 18 and len(set(fitted)) == 18 - len(finished)
+    assert os.path.exists(out / "fit.json")

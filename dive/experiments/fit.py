@@ -32,6 +32,7 @@ import logging
 import multiprocessing
 import shutil
 import signal
+import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -402,10 +403,19 @@ _WORKER_STATE: dict[str, Any] = {}
 
 
 def _worker_start() -> None:
-    """A worker ends when its pool ends it: the caller's SIGTERM and SIGINT handlers (the CLI turns SIGTERM
-    into an exit that unwinds) are not the worker's."""
+    """A worker ends when its pool ends it, or when the fit that started it is killed: the caller's SIGTERM and
+    SIGINT handlers (the CLI turns SIGTERM into an exit that unwinds) are not the worker's, and on Linux the
+    kernel kills it with its parent (so a rerun after ``kill -9`` never races a leftover worker)."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the caller, which ends the pool
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+PR_SET_PDEATHSIG = 1
+"""Linux prctl option: the signal a process receives when its parent dies (<sys/prctl.h>)."""
 
 
 def _fit_group_in_worker(index: int) -> tuple[int, str]:

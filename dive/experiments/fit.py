@@ -7,7 +7,8 @@
    train queries, with the method's validation model selection, and every codec of it is fitted on
    the corpus and scored on the split's validation slice (carved from the train queries). K-fold
    datasets (no train split, e.g. cranfield) fit every fold and average the folds' validation scores.
-   Every candidate shares one load of the embeddings and one set of mined negatives per split.
+   Every candidate shares one load of the embeddings and one set of mined negatives per split;
+   ``FitConfig.workers`` (method, dim) groups run side by side in forked processes.
    Each finished candidate is appended to ``OUT/candidates.jsonl`` (fsynced, keyed by method, dim,
    codec, seed and a hash of every setting that decides its numbers) after its pipeline is saved under
    ``OUT/candidates/<label>``; a rerun skips what is there, so an interrupted fit resumes.
@@ -65,7 +66,9 @@ NO_CODEC = "none"
 DEFAULT_METHODS = ("frozen", "truncate", "pca", "matryoshka-adaptor", "dive-anchored")
 """The training-free references (frozen, truncate, PCA), the strongest trained baseline of
 results/frontier-scifact-heldout (Matryoshka-Adaptor) and dive's own anchored adapter. Search-Adaptor,
-SMEC and the original DIVE scored far below Matryoshka-Adaptor there at 64-128 dims; ``--methods`` adds them."""
+SMEC and the original DIVE scored far below Matryoshka-Adaptor there at 64-128 dims; ``--methods`` adds them.
+With :data:`DEFAULT_DIMS` and :data:`DEFAULT_CODECS`, scifact at 64 bytes is 30 candidates and 6 trained fits:
+12 minutes on 2 cores (benchmarks/README.md), inside the issue's 20."""
 
 DEFAULT_DIMS = (64, 128, 256)
 """The dims of the issue's guidance; capped below the input dim (the input dim itself is ``frozen``)."""

@@ -504,7 +504,7 @@ def prove(spec: ExperimentSpec, config: FitConfig, data: FitData, out: Path, cho
     runs: dict[str, Run] = {}
     for name, record in systems.items():
         pipelines = _pipelines(out, record) if record is not None else [None] * len(tests)
-        runs[name] = {query: ranking for pipeline, test in zip(pipelines, tests)
+        runs[name] = {query: ranking for pipeline, test in zip(pipelines, tests) if test
                       for query, ranking in _run(pipeline, data.embeddings, test, depth).items()}
     per_query = {name: per_query_scores(run, qrels, CHOICE_METRIC) for name, run in runs.items()}
     queries = sorted(qrels)

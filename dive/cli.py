@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Sequence, TypeVar
 
-from dive import __version__
+from dive import __version__, checks
 from dive.checks import InvalidSetting
 from dive.compress import DEFAULT_CHUNK_ROWS, compress_file, compress_with_ray
 from dive.config import field_default, parse_assignments, read_config_file
@@ -27,6 +27,7 @@ from dive.evaluate import DEFAULT_KS, check_cutoffs
 from dive.experiments import (PRESETS, ExperimentSpec, GridSpec, load_data, merge_results, reproduce,
                               run_experiment, train_and_save, write_report)
 from dive.experiments.run import check_data_model
+from dive.experiments.fit import FitConfig, fit, load_judged_vectors
 from dive.experiments.report import format_result
 from dive.experiments.tune import DEFAULT_TRIALS, default_tuned_path, tune
 from dive.export import ExportConfig, export_onnx, export_sentence_transformers
@@ -37,6 +38,7 @@ from dive.trec import DEFAULT_TAG, write_run
 from dive.methods import REGISTRY, method_class
 from dive.pipeline import Pipeline
 from dive.quantize import CODECS
+from dive.significance import STAT_TESTS
 from dive.train import TrainConfig
 
 DESCRIPTION = """dive compresses frozen retrieval embeddings (any model) to 64-512 dims with a small
@@ -57,6 +59,7 @@ EPILOG = """examples:
   dive search --index scifact-index --query "vitamin D and bone fractures"
   dive search --index scifact-index --queries queries.jsonl --top 100 --run run.trec
   dive evaluate --index scifact-index --dataset scifact
+  dive fit --dataset scifact --budget 64 --out scifact-64b
   dive methods
 
 data: --dataset NAME is looked up under --data-dir, then $DIVE_DATA_DIR, then the user cache;
@@ -427,6 +430,50 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--tag", default=DEFAULT_TAG, help=f"the run's tag, its 6th column (default {DEFAULT_TAG})")
     search.add_argument("--json", action="store_true", help="print one JSON object")
 
+    fit = commands.add_parser(
+        "fit", help="choose, train and prove the best pipeline within a storage budget",
+        description="Try every method x dim x codec whose bytes per vector fit --budget: fit each on the train "
+                    "queries, score it on the validation slice, choose the best validation nDCG@10 (never below "
+                    "the best training-free candidate), then score the choice once on the test queries with a "
+                    "95%% interval and paired tests (ranx) against frozen and the best training-free candidate. "
+                    "Writes OUT/pipeline, OUT/fit.md, OUT/fit.json and OUT/candidates.jsonl; rerun the same "
+                    "command to resume an interrupted fit.")
+    fit_data = fit.add_argument_group("data: --dataset, or your own --vectors with --qrels")
+    fit_data.add_argument("--dataset", help="BEIR dataset name (e.g. scifact) or a BEIR-format folder")
+    fit_data.add_argument("--data-dir", help="folder holding dataset folders (default: $DIVE_DATA_DIR)")
+    fit_data.add_argument("--vectors", help="folder of corpus.npy, corpus_ids.txt, queries.npy, query_ids.txt "
+                                            "(your vectors; with --dataset: used instead of encoding its text)")
+    fit_data.add_argument("--qrels", help="with --vectors alone: TSV of query-id, corpus-id, score (header "
+                                          "optional), the judged pairs to test on (K-fold without --train-qrels)")
+    fit_data.add_argument("--train-qrels", help="with --qrels: a separate TSV of training pairs")
+    fit_data.add_argument("--model", help="sentence-transformers folder of the frozen model (default: the "
+                                          "packaged all-MiniLM-L6-v2)")
+    fit_search = fit.add_argument_group("search")
+    fit_search.add_argument("--budget", required=True, type=_setting(FitConfig, "budget", float),
+                            help="most bytes stored per corpus vector, e.g. 64")
+    fit_search.add_argument("--methods", help=f"comma-separated methods (default {','.join(FitConfig.methods)})")
+    fit_search.add_argument("--dims", help=f"comma-separated dims (default {','.join(map(str, FitConfig.dims))})")
+    fit_search.add_argument("--codecs", help=f"comma-separated codecs, none = float32 "
+                                             f"(default {','.join(FitConfig.codecs)})")
+    fit_search.add_argument("--stat-test", choices=STAT_TESTS, default=FitConfig.stat_test,
+                            help=f"paired test of the proof: student (t-test) or fisher (randomisation; "
+                                 f"default {FitConfig.stat_test})")
+    fit_search.add_argument("--seed", type=int, default=ExperimentSpec.seed,
+                            help=f"seed for initialisation and negative sampling (default {ExperimentSpec.seed})")
+    fit_search.add_argument("--workers", type=_checked(int, lambda value: checks.whole_at_least("workers", value, 1)),
+                            help="(method, dim) groups fitted side by side in worker processes, the torch threads "
+                                 "shared among them (default: cores / torch threads, e.g. 2 with OMP_NUM_THREADS=1 "
+                                 "on 2 cores; 1 = one at a time)")
+    fit_search.add_argument("--folds", type=_setting(SplitConfig, "n_folds", int), default=SplitConfig.n_folds,
+                            help=f"folds for data without a train split (default {SplitConfig.n_folds})")
+    fit_output = fit.add_argument_group("output")
+    fit_output.add_argument("--out", required=True, help="folder for the pipeline, fit.md, fit.json, candidates")
+    fit_output.add_argument("--export", choices=["st", "onnx"],
+                            help="also write the shipped form: st = sentence-transformers folder, onnx = OUT/"
+                                 "pipeline.onnx")
+    fit_output.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
+    fit_output.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
     commands.add_parser("methods", help="list the compression methods with a summary and their paper")
     return parser
 
@@ -679,6 +726,31 @@ def cmd_search(args: argparse.Namespace) -> None:
             print(f"  {rank:>3}. {hit['doc_id']}  {hit['score']:.4f}")
 
 
+def cmd_fit(args: argparse.Namespace) -> None:
+    if bool(args.dataset) == bool(args.qrels) or (args.qrels and not args.vectors):
+        raise DiveError("dive fit takes --dataset NAME, or --vectors DIR with --qrels FILE")
+    if args.train_qrels and not args.qrels:
+        raise DiveError("--train-qrels needs --vectors and --qrels")
+    config = FitConfig(budget=args.budget, methods=tuple(_csv(args.methods) or FitConfig.methods),
+                       dims=tuple(_ints(args.dims, "--dims") or FitConfig.dims),
+                       codecs=tuple(_csv(args.codecs) or FitConfig.codecs), stat_test=args.stat_test,
+                       progress=not args.no_progress, workers=args.workers)
+    dataset = args.dataset or Path(args.vectors).name
+    spec = ExperimentSpec(dataset=dataset, seed=args.seed, split=SplitConfig(n_folds=args.folds),
+                          encode=EncodeConfig(model=args.model, progress=not args.no_progress),
+                          data_dir=args.data_dir, vectors=args.vectors)
+    data = load_judged_vectors(args.vectors, args.qrels, args.train_qrels) if args.qrels else None
+    result = fit(spec, config, args.out, data, export=args.export)
+    if args.json:
+        print(json.dumps(result))
+        return
+    choice, test = result["choice"], result["test"]
+    print(f"chose {choice['label']} ({choice['bytes_per_vector']:g} bytes per vector) of "
+          f"{len(result['candidates'])} candidates: test nDCG@10 {test['metrics']['chosen']['ndcg@10']:.4f} vs frozen "
+          f"{test['metrics']['frozen']['ndcg@10']:.4f} (p = {test['tests']['vs frozen']['p']:.3g}); "
+          f"see {Path(args.out) / 'fit.md'}")
+
+
 def _method_tags(cls: type) -> str:
     """``main, supervised, trained, tunable``: what a method class declares about itself."""
     role = f"ablation of {cls.ablates}" if cls.role == "ablation" else cls.role
@@ -695,7 +767,7 @@ def cmd_methods(args: argparse.Namespace) -> None:
 
 COMMANDS = {"embed": cmd_embed, "train": cmd_train, "evaluate": cmd_evaluate, "reproduce": cmd_reproduce,
             "tune": cmd_tune, "compress": cmd_compress, "export": cmd_export, "index": cmd_index,
-            "search": cmd_search, "methods": cmd_methods}
+            "search": cmd_search, "methods": cmd_methods, "fit": cmd_fit}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -93,6 +93,20 @@ def score_run(run: Run, qrels: Qrels, ks: Sequence[int] = DEFAULT_KS) -> dict[st
     return metrics
 
 
+def per_query_scores(run: Run, qrels: Qrels, metric: str = "ndcg@10") -> dict[str, float]:
+    """``metric`` (e.g. ``ndcg@10``) of every query of ``qrels`` by pytrec_eval, 0 for a query with no
+    retrieved document: the values whose mean :func:`score_run` reports (paired tests use them)."""
+    if not qrels:
+        raise DiveError("no queries to evaluate")
+    measure, _, k = metric.partition("@")
+    if measure not in _MEASURES or not k.isdigit():
+        raise DiveError(f"unknown metric {metric!r}; expected one of {', '.join(_MEASURES)} with @k, e.g. ndcg@10")
+    check_cutoffs([int(k)])
+    key = f"{_MEASURES[measure]}_{k}"
+    per_query = pytrec_eval.RelevanceEvaluator(qrels, {f"{_MEASURES[measure]}.{k}"}).evaluate(run)
+    return {query_id: float(per_query.get(query_id, {}).get(key, 0.0)) for query_id in qrels}
+
+
 def evaluate_searcher(searcher: Searcher, query_vectors: np.ndarray, eval_set: EvalSet,
                       ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
     """nDCG@k / Recall@k of ``searcher``'s rankings for ``query_vectors`` (aligned with

@@ -235,6 +235,11 @@ def require(module: str, extra: str) -> ModuleType:
         raise DiveError(f"this needs {module.split('.')[0]}: pip install 'dive-compress[{extra}]'") from None
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def configure_threads() -> int:
     """Let torch use every available core, unless ``OMP_NUM_THREADS`` asks for fewer.
 
@@ -243,7 +248,7 @@ def configure_threads() -> int:
     """
     import torch
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = available_cores()
     requested = os.environ.get("OMP_NUM_THREADS", "")
     threads = int(requested) if requested.isdigit() and int(requested) > 0 else cores
     torch.set_num_threads(threads)

@@ -449,3 +449,43 @@ def test_a_lock_file_removed_by_its_holder_is_not_taken_as_a_lock(tmp_path, monk
     monkeypatch.setattr(store, "open", open_then_holder_removes, raising=False)
     with store.folder_lock(out):
         assert len(opened) == 2 and os.path.samestat(os.fstat(opened[1].fileno()), os.stat(out / store.LOCK_FILE))
+
+
+def _tested(record, p):
+    return dict(record, significance={"vs_frozen": {"test": "student", "metric": "ndcg@10", "p": p,
+                                                    "significant": p < 0.05, "alpha": 0.05, "wins": 1, "ties": 0,
+                                                    "losses": 0, "n_queries": 10}})
+
+
+def test_report_marks_cells_that_differ_significantly_from_frozen_and_says_what_unmarked_means():
+    from dive.experiments.report import SIGNIFICANCE_LEGEND, SIGNIFICANCE_MARK, build_report
+
+    records = [_tested(_record("heldout", "dive", 0, 0.52), 0.001), _tested(_record("heldout", "pca", 0, 0.59), 0.4),
+               _record("heldout", "truncate", 0, 0.45)]  # an old record: no test, no mark
+    report = build_report(records)
+    assert SIGNIFICANCE_LEGEND in report
+    # columns truncate (no test), pca (p = 0.4), dive (p = 0.001)
+    assert f"| toy | 0.6000 | 0.4500 | **0.5900** | 0.5200 {SIGNIFICANCE_MARK} |" in report
+    # Recall tables carry no mark: the test is on nDCG@10
+    assert "| toy | 0.6000 | 0.4500 | **0.5900** | 0.5200 |" in report
+    # a cell is marked only when every seed's test is significant
+    two_seeds = [_tested(_record("heldout", "dive", 0, 0.50), 0.001), _tested(_record("heldout", "dive", 1, 0.52), 0.2)]
+    assert f"0.5100 ± 0.0141 {SIGNIFICANCE_MARK}" not in build_report(two_seeds)
+
+
+def test_every_cell_records_its_paired_test_against_frozen(tmp_path):
+    from dive.experiments import ExperimentSpec, run_experiment
+    from helpers import synthetic_embeddings, write_beir
+
+    dataset = write_beir(tmp_path / "toy", n_docs=60, n_queries=40)
+    save_embeddings(synthetic_embeddings(60, 40, 16), tmp_path / "vectors")
+    spec = ExperimentSpec(dataset=str(dataset), vectors=str(tmp_path / "vectors"), method="truncate", dim=4)
+    record = run_experiment(spec)
+    test = record["significance"]["vs_frozen"]
+    assert test["test"] == "student" and 0 <= test["p"] <= 1 and test["n_queries"] == 20
+    assert test["wins"] + test["ties"] + test["losses"] == 20
+    assert "significance" not in run_experiment(ExperimentSpec(dataset=str(dataset), vectors=str(tmp_path / "vectors"),
+                                                               method="frozen"))
+    binary = run_experiment(ExperimentSpec(dataset=str(dataset), vectors=str(tmp_path / "vectors"), method="frozen",
+                                           codec="binary"))
+    assert binary["significance"]["vs_frozen"]["n_queries"] == 20

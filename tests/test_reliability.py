@@ -46,6 +46,7 @@ COMPRESS = ["compress", "--pipeline", "{root}/pipeline", "--input", "{root}/in.n
 SEARCH = ["search", "--index", "{root}/idx.faiss", "--query", "text of doc 3"]
 REPRODUCE = ["reproduce", "--datasets", "{root}/toy", "--vectors", "{root}/toy={root}/vectors", "--methods", "frozen",
              "--dims", "4", "--protocols", "heldout", "--out", "{root}/grid", "--no-progress"]
+FIT = ["fit", "--dataset", "{root}/toy", "--vectors", "{root}/vectors", "--no-progress", "--out", "{root}/fit"]
 PETABYTES = 10**12
 """A ``hidden`` width whose first layer alone would take 64 TB: only reachable if a field is used unchecked."""
 
@@ -361,6 +362,16 @@ CASES: dict[str, Case] = {
     "11 rejected merge leaves no --out folder holding .lock": Case(
         nothing, ["reproduce", "--out", "{root}/grid", "--merge-from", "{root}/missing.jsonl", "--report-only"],
         ("missing.jsonl",)),
+    # 22: dive fit refuses before it writes anything
+    "22 fit: a budget no candidate fits": Case(nothing, [*FIT, "--budget", "0.5"], ("no candidate fits", "0.5")),
+    "22 fit: a codec sized only after encoding": Case(nothing, [*FIT, "--budget", "64", "--codecs", "lossless"],
+                                                      ("lossless", "measured after encoding")),
+    "22 fit: own qrels in UTF-16": Case(in_utf16("toy/qrels/test.tsv"),
+                                        ["fit", "--vectors", "{root}/vectors", "--qrels", "{root}/toy/qrels/test.tsv",
+                                         "--budget", "64", "--no-progress", "--out", "{root}/fit"],
+                                        ("test.tsv", "UTF-8")),
+    "22 fit: --qrels beside --dataset": Case(nothing, [*FIT, "--budget", "64", "--qrels", "{root}/toy/qrels/test.tsv"],
+                                              ("--vectors DIR with --qrels FILE",)),
 }
 
 

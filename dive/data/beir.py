@@ -163,3 +163,17 @@ def load_beir(folder: str | Path, name: str | None = None) -> BeirDataset:
         corpus_hash=_file_hash(corpus_path),
         queries_hash=_file_hash(queries_path),
     )
+
+
+def judged_dataset(name: str, path: str | Path, doc_ids: list[str], query_ids: list[str],
+                   qrels_files: dict[str, str | Path]) -> BeirDataset:
+    """A dataset without text: the ids of a vectors folder and a qrels TSV per split (``{"test": FILE}``,
+    and ``"train"`` when the user has one), each read and checked as :func:`read_qrels` does.
+
+    What ``dive fit --vectors DIR --qrels FILE`` trains and tests on: the vectors are the text's only form.
+    """
+    known_queries, known_docs = set(query_ids), set(doc_ids)
+    qrels = {split: read_qrels(Path(file), known_queries, known_docs) for split, file in qrels_files.items()}
+    return BeirDataset(name=name, path=Path(path), doc_ids=list(doc_ids), doc_texts=[""] * len(doc_ids),
+                       query_ids=list(query_ids), query_texts=[""] * len(query_ids), qrels=qrels,
+                       corpus_hash="", queries_hash="")

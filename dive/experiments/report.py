@@ -12,9 +12,9 @@ import numpy as np
 
 from dive.evaluate import retention
 from dive.experiments.pareto import pareto_front
-from dive.quantize.systems import equivalent
-
 from dive.methods import REGISTRY, ablations_of, method_role, methods_with_role
+from dive.quantize.systems import equivalent
+from dive.significance import SIGNIFICANCE_METRIC
 
 PROTOCOL_TITLES = {
     "heldout": "Held-out protocol (honest: test queries never seen in training)",
@@ -69,6 +69,11 @@ def format_result(record: dict[str, Any]) -> str:
     for name, value in record["metrics"].items():
         frozen = record["frozen_metrics"][name]
         lines.append(f"  {name:<10} {value:.4f}   frozen {frozen:.4f}   retention {record['retention'][name]:.1%}")
+    test = (record.get("significance") or {}).get("vs_frozen")
+    if test:
+        lines.append(f"  vs frozen: paired {test['test']} test over {test['n_queries']} test queries, "
+                     f"{test['metric']} p = {test['p']:.3g} ({'significant' if test['significant'] else 'not significant'}"
+                     f" at {test['alpha']:g}; wins/ties/losses {test['wins']}/{test['ties']}/{test['losses']})")
     if record.get("epochs"):
         last = record["epochs"][-1]
         parts = ", ".join(f"{key} {value:.4f}" for key, value in last.items() if key not in ("epoch", "seconds"))
@@ -115,16 +120,43 @@ class Results:
                 return float(record["frozen_metrics"][metric])
         return None
 
+    def significant(self, protocol: str, dataset: str, method: str, dim: int) -> bool:
+        """Whether every record of the cell (each seed) differs from frozen by its paired test (see
+        :data:`SIGNIFICANCE_MARK`); False where a record has no test (made before dive recorded them)."""
+        records = self.cells.get((protocol, dataset, method, dim), [])
+        return bool(records) and all(_significant(record) for record in records)
+
     def sorted_set(self, field: str, **where: Any) -> list:
         chosen = {record[field] for record in self.records
                   if all(record[key] == value for key, value in where.items())}
         return sorted(chosen, key=lambda value: (str(type(value)), value))
 
 
+SIGNIFICANCE_MARK = "†"
+"""Marks a cell whose paired test against frozen (ranx, over the test queries, nDCG@10) gives p < 0.05."""
+
+SIGNIFICANCE_LEGEND = (f"{SIGNIFICANCE_MARK} marks an nDCG@10 cell that differs significantly from frozen: a paired "
+                       "t-test over its test queries (ranx; folds pooled; every seed) gives p < 0.05. An unmarked "
+                       "cell's gap may be noise, or its record predates the test (records without a "
+                       "`significance` field show no mark).")
+
+
+def _significant(record: dict[str, Any]) -> bool:
+    test = (record.get("significance") or {}).get("vs_frozen")
+    return bool(test and test["significant"])
+
+
+def _p_text(record: dict[str, Any]) -> str:
+    """``p`` against frozen with the mark, ``–`` where the record has no test."""
+    test = (record.get("significance") or {}).get("vs_frozen")
+    return f"{test['p']:.2g}{' ' + SIGNIFICANCE_MARK if test['significant'] else ''}" if test else "–"
+
+
 def strict_view(record: dict[str, Any]) -> dict[str, Any]:
-    """A held-out record as the ``heldout-strict`` protocol: the same fit scored on its strict view."""
+    """A held-out record as the ``heldout-strict`` protocol: the same fit scored on its strict view (its
+    significance test, made on every test query, does not apply)."""
     strict = record["strict"]
-    return {**record, "protocol": "heldout-strict", "metrics": strict["metrics"],
+    return {**record, "protocol": "heldout-strict", "significance": None, "metrics": strict["metrics"],
             "frozen_metrics": strict["frozen_metrics"], "n_test_queries": strict["n_test_queries"],
             "retention": retention(strict["metrics"], strict["frozen_metrics"])}
 
@@ -169,6 +201,9 @@ def metric_table(results: Results, protocol: str, dim: int, methods: Iterable[st
             row.append(f"{frozen:.{digits}f}" if frozen is not None else "–")
         for method in present:
             cell = mean_std(results.values(protocol, dataset, method, dim, key, metric), digits, n_seeds)
+            if key == "metrics" and metric == SIGNIFICANCE_METRIC and results.significant(protocol, dataset,
+                                                                                           method, dim):
+                cell += f" {SIGNIFICANCE_MARK}"
             row.append(f"**{cell}**" if method == best and key == "metrics" else cell)
         rows.append(row)
     header = ["dataset", *(["frozen (full dim)"] if key == "metrics" else []), *present]
@@ -279,10 +314,12 @@ def frontier_table(results: Results, protocol: str, budget: float = 64) -> list[
             continue
         front = set(pareto_front([(r["bytes_per_vector"], r["metrics"]["ndcg@10"]) for r in cells]))
         rows = [[r["method"], str(r["dim"]), r.get("codec_label", "none"), f"{r['bytes_per_vector']:g}",
-                 f"{r['metrics']['ndcg@10']:.4f}", f"{r['metrics']['recall@10']:.4f}", "yes" if i in front else ""]
+                 f"{r['metrics']['ndcg@10']:.4f}", _p_text(r), f"{r['metrics']['recall@10']:.4f}",
+                 "yes" if i in front else ""]
                 for i, r in enumerate(cells)]
         lines += [f"### Storage frontier, {dataset}", ""]
-        lines += _table(["method", "dim", "codec", "bytes/vector", "nDCG@10", "Recall@10", "Pareto"], rows)
+        lines += _table(["method", "dim", "codec", "bytes/vector", "nDCG@10", "p vs frozen", "Recall@10", "Pareto"],
+                        rows)
         affordable = [r for r in cells if r["bytes_per_vector"] <= budget]
         if affordable:
             best = max(affordable, key=lambda r: r["metrics"]["ndcg@10"])
@@ -335,7 +372,7 @@ def build_report(records: list[dict[str, Any]], figures: Iterable[str] = (), wal
     lines = ["# dive reproduction report", "",
              "Every number below was computed by dive and read from `results.jsonl`. nDCG@10 and Recall@10 by "
              "exact inner-product search of the whole corpus (pytrec_eval); mean ± std over seeds where there are "
-             "several; the best compressed method per row in **bold**.", ""]
+             "several; the best compressed method per row in **bold**.", "", SIGNIFICANCE_LEGEND, ""]
     lines += embedding_models(records)
     budgets = sorted({r["config"]["train"]["epochs"] for r in records if "train" in r.get("config", {})})
     if budgets:

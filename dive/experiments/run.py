@@ -3,7 +3,9 @@
 Loads the dataset, gets frozen embeddings (cached), partitions the queries by protocol,
 fits the method on each split's training set, stores the corpus through the codec (if any),
 evaluates compressed and frozen vectors on the same test queries, and returns one JSON-ready
-record (K-fold: metrics are fold means and ``folds`` lists each fold). :func:`run_cells`
+record (K-fold: metrics are fold means and ``folds`` lists each fold). Each record but frozen float32's
+carries ``significance.vs_frozen``: a paired t-test (ranx) of its nDCG@10 against frozen over the test
+queries (K-fold: pooled over folds), which the reports turn into marks. :func:`run_cells`
 scores several codecs on one fit and returns each record beside its fitted pipelines
 (:class:`CellResult`); :func:`run_experiment` is the single-codec cell that ``dive evaluate``
 runs, and :func:`train_and_save` is what ``dive train`` runs: the same cell, saved into a run
@@ -23,15 +25,18 @@ import numpy as np
 from dive.config import to_dict
 from dive.data import (BeirDataset, Embeddings, EvalSet, MiningConfig, Split, SplitConfig, TrainSet, load_beir,
                        make_splits, resolve_dataset)
+from dive.data.beir import Qrels
 from dive.data.splits import PROTOCOL_LABELS, positive_only, without_near_duplicates
 from dive.encode import EncodeConfig, embed_dataset, load_embeddings, model_identity
 from dive.errors import DiveError
-from dive.evaluate import DEFAULT_KS, check_cutoffs, evaluate_method, retention
+from dive.evaluate import DEFAULT_KS, Run, check_cutoffs, evaluate_method, retention, score_run, search_run
 from dive.identity import ModelIdentity, read_identity
 from dive.methods import Method, create_method, method_class
 from dive.methods.base import TorchAdapter
 from dive.pipeline import Pipeline
 from dive.quantize import Codec, create_codec
+from dive.search import FlatSearch, Searcher
+from dive.significance import DEFAULT_STAT_TEST, SIGNIFICANCE_METRIC, paired_test
 from dive.train import Checkpointing, NonFiniteError
 from dive.utils import configure_threads, machine, seed_everything, versions, write_json
 
@@ -152,9 +157,10 @@ def _fit_split(spec: ExperimentSpec, dataset: BeirDataset, embeddings: Embedding
 
 
 def _score_split(spec: ExperimentSpec, embeddings: Embeddings, split: Split, test_set: EvalSet,
-                 frozen: dict[str, float], method: Method, codec: CodecChoice) -> tuple[dict[str, Any], Pipeline]:
+                 frozen: dict[str, float], method: Method, codec: CodecChoice
+                 ) -> tuple[dict[str, Any], Pipeline, Run]:
     """The fold record of ``method`` followed by ``codec`` (fitted here on the corpus) on ``test_set``,
-    and that pipeline."""
+    that pipeline, and its rankings of the test queries (what ``Pipeline.evaluate`` scores)."""
     pipeline = Pipeline(method, base_model=embeddings.model)
     started = time.perf_counter()
     if isinstance(codec, Codec):
@@ -162,7 +168,8 @@ def _score_split(spec: ExperimentSpec, embeddings: Embeddings, split: Split, tes
     elif codec is not None:
         pipeline.fit_codec(create_codec(codec[0], **codec[1]), embeddings.doc_vectors)
     codec_seconds = time.perf_counter() - started
-    metrics = pipeline.evaluate(test_set, spec.ks)
+    run = _test_run(pipeline.searcher(test_set.doc_vectors), test_set, spec.ks)
+    metrics = score_run(run, test_set.qrels, spec.ks)
     fold = {
         "split": split.name,
         "n_train_queries": len(split.train),
@@ -176,7 +183,23 @@ def _score_split(spec: ExperimentSpec, embeddings: Embeddings, split: Split, tes
         "epochs": method.history,
         "selection": [asdict(selection) for selection in method.history.selections],
     }
-    return fold, pipeline
+    return fold, pipeline, run
+
+
+def _test_run(searcher: Searcher, test_set: EvalSet, ks: tuple[int, ...]) -> Run:
+    return search_run(searcher, test_set.query_vectors, test_set.query_ids, test_set.doc_ids, max(ks))
+
+
+def significance_vs_frozen(runs: list[Run], frozen_runs: list[Run], tests: list[Qrels], seed: int) -> dict[str, Any]:
+    """A cell's paired test against frozen on its test queries (folds pooled: each query is tested once), over
+    the queries with a relevant document (:func:`dive.significance.paired_test`, nDCG@10)."""
+    qrels = {query: docs for test in tests for query, docs in positive_only(test).items()}
+    if not qrels:
+        return {}
+    pooled = [{query: ranking for run in group for query, ranking in run.items()} for group in (runs, frozen_runs)]
+    test = paired_test(qrels, pooled[0], pooled[1], SIGNIFICANCE_METRIC, DEFAULT_STAT_TEST, seed)
+    return {"vs_frozen": {key: test[key] for key in ("test", "metric", "p", "significant", "alpha", "wins", "ties",
+                                                       "losses")} | {"n_queries": len(qrels)}}
 
 
 def _strict_view(spec: ExperimentSpec, embeddings: Embeddings, split: Split) -> tuple[EvalSet, dict[str, Any]] | None:
@@ -254,22 +277,32 @@ def run_cells(spec: ExperimentSpec, codecs: list[CodecChoice], data: tuple[BeirD
     dataset, embeddings = data or load_data(spec)
     folds_by_codec: list[list[dict[str, Any]]] = [[] for _ in codecs]
     pipelines_by_codec: list[list[Pipeline]] = [[] for _ in codecs]
+    runs_by_codec: list[list[Run]] = [[] for _ in codecs]
+    frozen_runs, tests = [], []
     for split in make_splits(dataset, spec.protocol, spec.split):
         log.info("%s %s: %s on split %s", dataset.name, spec.protocol, spec.method, split.name)
         method, n_triplets, train_seconds = _fit_split(spec, dataset, embeddings, split, fitted)
         test_set = embeddings.eval_set(split.test)
-        frozen = evaluate_method(None, test_set, spec.ks)
+        frozen_runs.append(_test_run(FlatSearch.from_vectors(test_set.doc_vectors), test_set, spec.ks))
+        tests.append(split.test)
+        frozen = score_run(frozen_runs[-1], test_set.qrels, spec.ks)  # = evaluate_method(None, test_set)
         strict = _strict_view(spec, embeddings, split)
-        for folds, pipelines, codec in zip(folds_by_codec, pipelines_by_codec, codecs):
-            fold, pipeline = _score_split(spec, embeddings, split, test_set, frozen, method, codec)
+        for folds, pipelines, runs, codec in zip(folds_by_codec, pipelines_by_codec, runs_by_codec, codecs):
+            fold, pipeline, run = _score_split(spec, embeddings, split, test_set, frozen, method, codec)
             if strict is not None:
                 fold["strict"] = {**strict[1], "metrics": pipeline.evaluate(strict[0], spec.ks)}
             folds.append({**fold, "n_train_triplets": n_triplets, "train_seconds": train_seconds})
             pipelines.append(pipeline)
+            runs.append(run)
     # The codecs share one fit: each record carries an equal share of the wall time, so sums stay true.
     shared = {"threads": threads, "wall_seconds": (time.perf_counter() - wall_started) / len(codecs)}
-    return [CellResult(_record(spec, dataset.name, embeddings.dim, folds, pipelines[0], shared), pipelines)
-            for folds, pipelines in zip(folds_by_codec, pipelines_by_codec)]
+    results = []
+    for folds, pipelines, runs in zip(folds_by_codec, pipelines_by_codec, runs_by_codec):
+        record = _record(spec, dataset.name, embeddings.dim, folds, pipelines[0], shared)
+        if not (record["method"] == "frozen" and record["codec"] is None):  # frozen float32 is the reference
+            record["significance"] = significance_vs_frozen(runs, frozen_runs, tests, spec.seed) or None
+        results.append(CellResult(record, pipelines))
+    return results
 
 
 def _record(spec: ExperimentSpec, dataset_name: str, input_dim: int, folds: list[dict[str, Any]],

@@ -16,6 +16,7 @@ A codec compresses vectors that already exist (frozen or adapter outputs) withou
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Sequence
@@ -120,6 +121,16 @@ class Codec(ABC):
         """Bytes stored per corpus vector: for fixed-size codes, the code row's size in bytes."""
         self._require_fitted("bytes_per_vector")
         return self.code_width * np.dtype(self.code_dtype).itemsize
+
+    def bytes_per_vector_at(self, dim: int, n_rows: int | None = None) -> float:
+        """What :attr:`bytes_per_vector` will be once fitted on ``n_rows`` (when known) ``dim``-d vectors,
+        known before fitting (``dive fit`` checks a storage budget with it). DiveError when this codec
+        cannot fit them (pq: ``m`` must divide ``dim``, ``2**nbits`` centroids need as many rows) or its
+        size is only measured after encoding (lossless)."""
+        self._check_dim(dim, n_rows)
+        probe = copy.copy(self)
+        probe.dim = int(dim)
+        return float(probe.bytes_per_vector)
 
     @property
     def code_width(self) -> int:

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import numpy as np
 
 from dive.compress import file_format, table_vectors, vector_column
 from dive.data.sets import check_vectors
+from dive.data.text import json_object
 from dive.errors import DiveError
 from dive.utils import require
 
@@ -125,12 +125,7 @@ def read_query_texts(path: str | Path) -> tuple[list[str], list[str]]:
 
 
 def _query_line(path: Path, number: int, line: str) -> tuple[str, str]:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise DiveError(f"{path}:{number}: not valid JSON ({error.msg})") from None
-    if not isinstance(record, dict):
-        raise DiveError(f"{path}:{number}: expected an object with \"_id\" and \"text\"")
+    record = json_object(path, number, line, "an object with \"_id\" and \"text\"")
     query_id = next((record[key] for key in QUERY_ID_KEYS if key in record), None)
     text = next((record[key] for key in QUERY_TEXT_KEYS if key in record), None)
     if query_id is None or not isinstance(text, str) or not text.strip():

@@ -9,13 +9,12 @@ from __future__ import annotations
 import csv
 import gzip
 import hashlib
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Iterator
 
-from dive.data.text import text_lines
+from dive.data.text import json_object, text_lines
 from dive.errors import DiveError
 
 Qrels = dict[str, dict[str, int]]
@@ -66,12 +65,7 @@ def _read_jsonl(path: Path, required: tuple[str, ...]) -> Iterator[dict]:
     for line_number, line in text_lines(path):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise DiveError(f"{path}:{line_number}: not valid JSON ({error.msg})") from None
-        if not isinstance(record, dict):
-            raise DiveError(f"{path}:{line_number}: expected a JSON object")
+        record = json_object(path, line_number, line)
         missing = [key for key in required if key not in record]
         if missing:
             raise DiveError(f"{path}:{line_number}: missing field {missing[0]!r}")

@@ -9,6 +9,7 @@ bad byte is reported on its own line.
 from __future__ import annotations
 
 import gzip
+import json
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
@@ -45,3 +46,15 @@ def text_lines(path: str | Path) -> Iterator[tuple[int, str]]:
                 yield line_number, decode_line(path, line_number, raw)
         except (OSError, EOFError) as error:  # a truncated or corrupt .gz, a read error
             raise DiveError(f"{path}: cannot read ({error})") from None
+
+
+def json_object(path: Path, line_number: int, line: str, expected: str = "a JSON object") -> dict:
+    """One JSONL line as a dict, or a DiveError naming ``path:line_number`` (``expected`` says what
+    the line should hold)."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise DiveError(f"{path}:{line_number}: not valid JSON ({error.msg})") from None
+    if not isinstance(record, dict):
+        raise DiveError(f"{path}:{line_number}: expected {expected}")
+    return record

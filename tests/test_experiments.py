@@ -339,6 +339,25 @@ def _run(main, capsys, argv):
     return capsys.readouterr().out
 
 
+def test_the_frontier_shows_one_row_per_method_dim_and_codec_with_the_mean_over_seeds():
+    from dive.experiments.report import Results, frontier_table
+
+    def record(method, codec, seed, ndcg, p):
+        return {"protocol": "heldout", "dataset": "d", "method": method, "dim": 8, "seed": seed,
+                "codec_label": codec, "codec": None, "bytes_per_vector": 8 if codec == "int8" else 32,
+                "metrics": {"ndcg@10": ndcg, "recall@10": ndcg}, "frozen_metrics": {"ndcg@10": 0.5},
+                "significance": {"vs_frozen": {"p": p, "significant": p < 0.05}}}
+
+    records = [record("a", "int8", 0, 0.40, 0.01), record("a", "int8", 1, 0.50, 0.20),
+               record("a", "none", 0, 0.30, 0.01), record("a", "none", 1, 0.30, 0.01)]
+    text = "\n".join(frontier_table(Results(records), "heldout"))
+    rows = [line for line in text.splitlines() if line.startswith("| a |")]
+    assert len(rows) == 2  # one per (method, dim, codec), not one per seed
+    assert "| 0.4500 ± 0.0707 | 0.2 |" in rows[0]  # mean ± std; the least significant seed's p, unmarked
+    assert "0.3000 ± 0.0000 | 0.01 †" in rows[1]
+    assert "Best nDCG@10 at <= 64 bytes per vector: a 8d + int8 (8 B): 0.4500." in text
+
+
 def test_codec_cells_share_the_fitted_method_and_feed_the_frontier(scifact_slice, tmp_path):
     folder, vectors = scifact_slice
     spec = mini_grid(folder, vectors, tmp_path)

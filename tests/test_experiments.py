@@ -267,6 +267,8 @@ def test_a_variant_runs_beside_its_method_with_its_settings_and_gets_its_own_rep
     assert variant["config"]["hidden"] == 64  # the grid's overrides of the method reach its variants
     assert (plain["config"]["margin"], plain["config"]["heads"]) != (0.3, 2)
     assert "### Variants of dive at 64 dims" in report
+    from dive.experiments.plots import ndcg_by_dim
+    assert set(ndcg_by_dim(list(records.values()), "heldout", plain["dataset"])) == {"dive"}  # one-dim ablations
     assert f"{variant['metrics']['ndcg@10']:.4f}" in report
 
 

@@ -51,10 +51,11 @@ def training_dynamics(records: list[dict[str, Any]], path: Path) -> str | None:
 
 
 def ndcg_by_dim(records: list[dict[str, Any]], protocol: str, dataset: str) -> dict[str, dict[int, list[float]]]:
-    """The lines of one :func:`ndcg_vs_dim` panel: method -> dim -> nDCG@10 over seeds (frozen excluded)."""
+    """The lines of one :func:`ndcg_vs_dim` panel: method -> dim -> nDCG@10 over seeds (frozen and method
+    variants excluded: a variant is run at one dim for an ablation, and its table is in the report)."""
     by_method: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in records:
-        if (r["protocol"], r["dataset"]) == (protocol, dataset) and r["method"] != "frozen":
+        if (r["protocol"], r["dataset"]) == (protocol, dataset) and r["method"] != "frozen" and "variant_of" not in r:
             by_method[r["method"]][r["dim"]].append(r["metrics"]["ndcg@10"])
     return by_method
 

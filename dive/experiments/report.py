@@ -412,6 +412,8 @@ def build_report(records: list[dict[str, Any]], figures: Iterable[str] = (), wal
             lines += [f"### Ablations at {dim} dims (nDCG@10)", ""] + metric_table(results, protocol, dim,
                                                                                   ablation_columns())
             for method, labels in variant_columns(results, protocol).items():
+                if not _present(results, protocol, dim, labels)[1]:
+                    continue
                 lines += [f"### Variants of {method} at {dim} dims (nDCG@10; each label names the settings it "
                           "changes)", ""] + metric_table(results, protocol, dim, [method, *labels])
             lines += [f"### Unsupervised baselines vs DIVE at {dim} dims (nDCG@10)", ""] + \

@@ -252,6 +252,25 @@ def test_export_writes_the_shipped_form_beside_the_pipeline(toy, tmp_path):
     assert not (tmp_path / "st").exists()
 
 
+@pytest.mark.real_data
+def test_export_st_appends_the_chosen_pipeline_to_the_model_that_made_the_vectors(scifact, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    from conftest import require_shared_data
+    spec = ExperimentSpec(dataset=str(require_shared_data("scifact")), overrides=FAST)
+    config = FitConfig(budget=64, methods=("pca",), dims=(64,), codecs=("int8",), progress=False, workers=1)
+    result = fit(spec, config, tmp_path / "out", export="st")
+    folder = tmp_path / "out" / "sentence-transformers"
+    assert result["export"]["path"] == str(folder)
+    model = SentenceTransformer(str(folder), trust_remote_code=True, device="cpu")
+    texts = ["Vitamin D deficiency raises the risk of fractures."]
+    codes = model.encode(texts)
+    pipeline = Pipeline.load(tmp_path / "out" / "pipeline")
+    assert codes.shape == (1, 64) and codes.dtype == np.uint8  # the stored int8 codes, as the fit chose them
+    floats = model.encode(texts, output_value="float_embedding")
+    assert np.array_equal(codes, pipeline.codec.encode(np.asarray(floats, dtype=np.float32)))
+
+
 def test_a_fit_killed_with_sigkill_resumes_without_refitting_finished_candidates(toy, tmp_path, monkeypatch):
     """A real ``kill -9`` of ``dive fit`` (two workers) once some candidates are stored; the rerun keeps them."""
     import os

@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
+import faiss
 import numpy as np
 
 from dive import checks
@@ -411,6 +412,10 @@ def _worker_start() -> None:
     kernel kills it with its parent (so a rerun after ``kill -9`` never races a leftover worker)."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the caller, which ends the pool
+    # GNU OpenMP is not fork-safe: a forked child whose parent has run a multi-threaded faiss search
+    # waits forever for the parent's thread team. One faiss thread per worker never asks for a team
+    # (the workers are the parallelism).
+    faiss.omp_set_num_threads(1)
     if sys.platform.startswith("linux"):
         import ctypes
 

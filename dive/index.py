@@ -31,7 +31,7 @@ import numpy as np
 from dive import __version__
 from dive.data import BeirDataset, Embeddings, SplitConfig, make_splits
 from dive.data.sets import EvalSet
-from dive.encode import EncodeConfig, encode_texts
+from dive.encode import EncodeConfig, encode_texts, model_identity
 from dive.engines import ENGINES, Corpus, Engine, EngineConfig, create_engine
 from dive.errors import DiveError, short_repr
 from dive.evaluate import DEFAULT_KS, score_run, search_run
@@ -108,7 +108,17 @@ class SearchIndex:
         """Top-``k`` ``{"doc_id", "score"}`` per query text (encoded with the index's model)."""
         if not texts:
             raise DiveError("no query text given")
-        return self.search_hits(encode_texts(texts, EncodeConfig(model=self.model), desc="encode queries"), k)
+        config = self.query_encoding()
+        return self.search_hits(encode_texts(texts, config, desc="encode queries", prompt=config.query_prompt), k)
+
+    def query_encoding(self) -> EncodeConfig:
+        """How query texts are encoded: the index's model with the prompts the pipeline's base model
+        recorded, refused in one line when that model is not the pipeline's base model."""
+        base = self.pipeline.base_model
+        config = EncodeConfig(model=self.model, query_prompt=base.query_prompt if base else None,
+                              doc_prompt=base.doc_prompt if base else None)
+        self.pipeline.check_base_model(model_identity(config), "the index's query model")
+        return config
 
     def close(self) -> None:
         """Release the engine's client (Qdrant's local mode locks its folder while open)."""

@@ -1,6 +1,7 @@
 """dive index / dive search: the faiss index ranks like dive's evaluation of the same pipeline."""
 
 import json
+import re
 
 import pytest
 
@@ -61,6 +62,33 @@ def test_cli_index_then_search_with_text(scifact_pca, tmp_path, capsys):
     assert all(hit["doc_id"] in set(embeddings.doc_ids) for hit in results[0]["hits"])
     scores = [hit["score"] for hit in results[0]["hits"]]
     assert scores == sorted(scores, reverse=True)
+
+
+def test_text_search_encodes_with_the_base_models_prompt_and_refuses_another_model(scifact_pca, tmp_path,
+                                                                                   monkeypatch):
+    from dataclasses import replace
+
+    import dive.index
+    from dive.encode import EncodeConfig, model_identity
+
+    embeddings, _, method, _ = scifact_pca
+    packaged = model_identity(EncodeConfig())
+    prompted = Pipeline(method, base_model=replace(packaged, query_prompt="query: "))
+    prompted.save(tmp_path / "prompted")
+    build_index(prompted, tmp_path / "prompted", embeddings.doc_ids, embeddings.doc_vectors, tmp_path / "p.faiss")
+    seen = []
+    monkeypatch.setattr(dive.index, "encode_texts", lambda texts, config, desc, prompt: seen.append(prompt)
+                        or embeddings.query_vectors[:len(texts)])
+    load_index(tmp_path / "p.faiss").search(["aspirin"], 3)
+    assert seen == ["query: "]  # the prompt the pipeline's vectors were made with
+
+    other = Pipeline(method, base_model=replace(packaged, sha256="0" * 64, name="other-model"))
+    other.save(tmp_path / "other")
+    build_index(other, tmp_path / "other", embeddings.doc_ids, embeddings.doc_vectors, tmp_path / "o.faiss")
+    with pytest.raises(DiveError, match="base model mismatch: the pipeline was fitted on: other-model .*"
+                                        f"the index's query model: {re.escape(str(packaged))}"):
+        load_index(tmp_path / "o.faiss").search(["aspirin"], 3)
+    assert seen == ["query: "]  # refused before encoding
 
 
 def test_altered_index_and_unsupported_codecs_fail_clearly(scifact_pca, tmp_path):

@@ -117,7 +117,8 @@ def prepare(sizes: list[int], n_queries: int, scratch: Path) -> dict:
     _, embeddings = load_data(ExperimentSpec(dataset="scifact"))
     docs = np.ascontiguousarray(embeddings.doc_vectors, dtype=np.float32)
     train = TrainSet.unsupervised(docs)
-    pipelines = {384: Pipeline(create_method("frozen").fit(train)), 128: Pipeline(create_method("pca", dim=128).fit(train))}
+    pipelines = {384: Pipeline(create_method("frozen").fit(train)),
+                 128: Pipeline(create_method("pca", dim=128).fit(train))}
     for dim, pipeline in pipelines.items():
         pipeline.save(scratch / f"pipeline-{dim}")
     cholesky = np.linalg.cholesky(np.cov(docs.T) + 1e-6 * np.eye(docs.shape[1])).astype(np.float32)
@@ -160,7 +161,8 @@ def generate(size: int, model: dict, scratch: Path) -> dict[int, Path]:
         queries = np.load(scratch / f"queries-{dim}.npy")
         started = time.perf_counter()
         _, rows = truth_index[dim].search(queries, K)
-        print(f"  exact ground truth {size:,} x {dim}: {time.perf_counter() - started:.1f} s (faiss IndexFlatIP, 1 thread)")
+        print(f"  exact ground truth {size:,} x {dim}: {time.perf_counter() - started:.1f} s "
+              "(faiss IndexFlatIP, 1 thread)")
         np.save(scratch / f"truth-{dim}-{size}.npy", rows)
     del outs, truth_index
     return paths

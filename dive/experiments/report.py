@@ -141,14 +141,19 @@ SIGNIFICANCE_LEGEND = (f"{SIGNIFICANCE_MARK} marks an nDCG@10 cell that differs 
                        "`significance` field show no mark).")
 
 
+def _vs_frozen(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The record's paired test against frozen, or None (records made before dive recorded them)."""
+    return (record.get("significance") or {}).get("vs_frozen")
+
+
 def _significant(record: dict[str, Any]) -> bool:
-    test = (record.get("significance") or {}).get("vs_frozen")
+    test = _vs_frozen(record)
     return bool(test and test["significant"])
 
 
 def _p_text(record: dict[str, Any]) -> str:
     """``p`` against frozen with the mark, ``–`` where the record has no test."""
-    test = (record.get("significance") or {}).get("vs_frozen")
+    test = _vs_frozen(record)
     return f"{test['p']:.2g}{' ' + SIGNIFICANCE_MARK if test['significant'] else ''}" if test else "–"
 
 
@@ -345,10 +350,9 @@ def _mean(records: list[dict[str, Any]], metric: str) -> float:
 
 def _largest_p_text(records: list[dict[str, Any]]) -> str:
     """The least significant seed's :func:`_p_text` (``–`` when any seed has no test)."""
-    tests = [(record.get("significance") or {}).get("vs_frozen") for record in records]
-    if not all(tests):
+    if not all(map(_vs_frozen, records)):
         return "–"
-    return _p_text(max(records, key=lambda record: record["significance"]["vs_frozen"]["p"]))
+    return _p_text(max(records, key=lambda record: _vs_frozen(record)["p"]))
 
 
 def system_equivalents(cells: list[dict[str, Any]]) -> list[str]:
